@@ -1,0 +1,1 @@
+//! The on-premise registry: the server side of the Agent protocol (arrives with its own issue).

@@ -1,0 +1,157 @@
+//! The one wasmtime [`Engine`] of a process, its epoch ticker, and guest loading.
+//!
+//! The engine uses the pooling allocator (instance slots reserved up front,
+//! copy-on-write memory images, so a job's instance is ready in microseconds)
+//! and epoch interruption, driven by a single ticker thread for the whole
+//! engine. A guest is compiled once, linked once, and pre-instantiated; each
+//! job then only instantiates.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::guest::{Guest, GuestError};
+use crate::manifest::{MAX_MEMORY_BYTES, Manifest};
+use crate::sandbox::{self, JobState};
+
+/// How often the epoch advances: the granularity of CPU limits and of
+/// yielding a busy guest back to the executor.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Sizing of the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeConfig {
+    /// Guest instances that may exist at once (jobs running plus a margin).
+    pub max_instances: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { max_instances: 64 }
+    }
+}
+
+/// Why the engine could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the WebAssembly engine: {0}")]
+pub struct EngineError(String);
+
+/// The engine, its linker, and its ticker. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<JobState>>,
+}
+
+impl Runtime {
+    /// Builds the engine and starts its epoch ticker.
+    pub fn new(config: RuntimeConfig) -> Result<Runtime, EngineError> {
+        let instances = config.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(instances)
+            .max_core_instances_per_component(32)
+            .total_core_instances(instances * 32)
+            .max_memories_per_component(4)
+            .total_memories(instances * 4)
+            .max_tables_per_component(32)
+            .total_tables(instances * 32)
+            .total_stacks(instances)
+            .max_memory_size(MAX_MEMORY_BYTES as usize)
+            .linear_memory_keep_resident(64 << 10);
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(|error| EngineError(format!("{error:#}")))?;
+        let linker = sandbox::linker(&engine).map_err(|error| EngineError(format!("{error:#}")))?;
+        start_ticker(&engine);
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads `wasm` with the manifest beside it (`x.wasm` → `x.toml`).
+    pub fn load(&self, wasm: &Path) -> Result<Guest, GuestError> {
+        let manifest = Manifest::load(&Manifest::path_for(wasm))?;
+        let bytes = std::fs::read(wasm).map_err(|source| GuestError::Read {
+            path: wasm.to_path_buf(),
+            source,
+        })?;
+        self.load_bytes(&bytes, manifest)
+    }
+
+    /// Compiles, links and pre-instantiates a guest from its bytes.
+    pub fn load_bytes(&self, bytes: &[u8], manifest: Manifest) -> Result<Guest, GuestError> {
+        check_is_component(bytes)?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|error| GuestError::Compile(format!("{error:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|error| GuestError::Imports(format!("{error:#}")))?;
+        Guest::new(pre, manifest, bytes)
+    }
+}
+
+/// Refuses anything that is not a component before the compiler sees it, so
+/// the message says what the file is.
+fn check_is_component(bytes: &[u8]) -> Result<(), GuestError> {
+    const MAGIC: &[u8] = b"\0asm";
+    match bytes.get(..8) {
+        Some(header) if header.starts_with(MAGIC) => match &header[4..] {
+            [0x0d, 0x00, 0x01, 0x00] => Ok(()),
+            [0x01, 0x00, 0x00, 0x00] => Err(GuestError::CoreModule),
+            _ => Err(GuestError::NotWasm("unknown WebAssembly version".into())),
+        },
+        _ => Err(GuestError::NotWasm(
+            "the file does not start with the WebAssembly magic bytes".into(),
+        )),
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is gone.
+fn start_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("corral-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread at start-up");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_components_are_named_for_what_they_are() {
+        let core = b"\0asm\x01\0\0\0";
+        assert!(matches!(
+            check_is_component(core),
+            Err(GuestError::CoreModule)
+        ));
+        assert!(matches!(
+            check_is_component(b"#!/bin/sh\n"),
+            Err(GuestError::NotWasm(_))
+        ));
+        assert!(matches!(
+            check_is_component(b""),
+            Err(GuestError::NotWasm(_))
+        ));
+        assert!(check_is_component(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

@@ -1,0 +1,366 @@
+//! A loaded guest, and running one job of it.
+//!
+//! [`Guest::run`] is the whole life of a job inside the sandbox: a fresh store
+//! with the manifest's limits, instantiation from the pre-instantiated
+//! component, the export for the job's type under a wall-time timeout, and the
+//! mapping of whatever happened (a result, an error, a trap, a limit) to one
+//! [`JobOutcome`] with a message that names the cause.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use wasmtime::component::InstancePre;
+use wasmtime::{Store, UpdateDeadline};
+
+use crate::manifest::{Manifest, ManifestError};
+use crate::protocol::{DiscoveredDevice, Job, JobType};
+use crate::sandbox::bindings::corral::integration::types as wit;
+use crate::sandbox::bindings::{Integration, IntegrationPre};
+use crate::sandbox::http::OutboundPolicy;
+use crate::sandbox::limits::LimitExceeded;
+use crate::sandbox::progress::Progress;
+use crate::sandbox::{JobSetup, JobState};
+use crate::secrets::Secrets;
+use crate::sink::{OutputSink, StoredFile, hex};
+
+/// Why a guest could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// The `.wasm` could not be read.
+    #[error("cannot read guest {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The manifest is missing or wrong.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// Not WebAssembly at all.
+    #[error("not a WebAssembly file: {0}")]
+    NotWasm(String),
+    /// A core module, not a component.
+    #[error(
+        "this is a core WebAssembly module, not a component: build the guest with `--target wasm32-wasip2`"
+    )]
+    CoreModule,
+    /// The component does not compile (corrupt, or uses unsupported features).
+    #[error("the component does not compile: {0}")]
+    Compile(String),
+    /// It imports something corral does not provide.
+    #[error("the component imports what corral does not provide: {0}")]
+    Imports(String),
+    /// It does not export the `corral:integration` world's functions.
+    #[error("the component is not of the corral:integration world: {0}")]
+    WrongWorld(String),
+}
+
+/// How a job ended, as the agent acts on it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    /// Everything asked for was stored (→ `Completed`).
+    Completed,
+    /// Part of it was stored (→ `PartiallyCompleted`).
+    PartiallyCompleted,
+    /// Discovery found these devices (→ a discovery file, then `Completed`).
+    Discovered(Vec<DiscoveredDevice>),
+    /// Not now, maybe later (→ release).
+    Unavailable(String),
+    /// Never (→ cancel).
+    Unsupported(String),
+    /// Failed: the guest said so, trapped, or hit a limit (→ `Failed`).
+    Failed(String),
+}
+
+/// Everything about one finished job.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    /// How it ended.
+    pub outcome: JobOutcome,
+    /// The files it stored, in order.
+    pub files: Vec<StoredFile>,
+    /// Its last progress.
+    pub progress: Progress,
+    /// Time spent running guest code.
+    pub guest_time: Duration,
+    /// Time of the whole run.
+    pub elapsed: Duration,
+    /// The guest's last log lines.
+    pub log_tail: Vec<String>,
+}
+
+/// What a job runs with besides the guest.
+#[derive(Clone)]
+pub struct JobEnv {
+    /// Where output files go.
+    pub sink: Arc<dyn OutputSink>,
+    /// Credentials the host may add to the guest's requests.
+    pub secrets: Arc<Secrets>,
+    /// Where progress is published.
+    pub progress: watch::Sender<Progress>,
+}
+
+/// A compiled, linked, pre-instantiated guest. Cheap to clone.
+#[derive(Clone)]
+pub struct Guest {
+    inner: Arc<GuestInner>,
+}
+
+struct GuestInner {
+    manifest: Manifest,
+    sha256: String,
+    pre: IntegrationPre<JobState>,
+    policy: Arc<OutboundPolicy>,
+    settings: Arc<BTreeMap<String, String>>,
+}
+
+impl Guest {
+    pub(crate) fn new(
+        pre: InstancePre<JobState>,
+        manifest: Manifest,
+        bytes: &[u8],
+    ) -> Result<Guest, GuestError> {
+        let pre = IntegrationPre::new(pre)
+            .map_err(|error| GuestError::WrongWorld(format!("{error:#}")))?;
+        Ok(Guest {
+            inner: Arc::new(GuestInner {
+                policy: Arc::new(OutboundPolicy::new(manifest.http.clone())),
+                settings: Arc::new(manifest.settings.clone()),
+                sha256: hex(&Sha256::digest(bytes)),
+                manifest,
+                pre,
+            }),
+        })
+    }
+
+    /// The guest's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.inner.manifest
+    }
+
+    /// SHA-256 of the guest's `.wasm`, lower-case hex.
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    /// A ready instance in a fresh store, the way every job starts (the
+    /// `instantiate` benchmark measures this).
+    pub async fn instantiate(
+        &self,
+        setup: JobSetup<'_>,
+    ) -> wasmtime::Result<(Store<JobState>, Integration)> {
+        let mut store = self.store(setup);
+        let instance = self.inner.pre.instantiate_async(&mut store).await?;
+        Ok((store, instance))
+    }
+
+    /// Runs `job` to its end and reports how it went. Never panics on anything
+    /// the guest does; every failure becomes [`JobOutcome::Failed`] with a reason.
+    pub async fn run(&self, job: &Job, env: JobEnv) -> JobReport {
+        let started = Instant::now();
+        let manifest = &self.inner.manifest;
+        if !manifest.serves(job.job_type) {
+            let why = format!(
+                "guest {} does not serve {} jobs",
+                manifest.name, job.job_type
+            );
+            return JobReport {
+                outcome: JobOutcome::Unsupported(why),
+                files: Vec::new(),
+                progress: Progress::default(),
+                guest_time: Duration::ZERO,
+                elapsed: started.elapsed(),
+                log_tail: Vec::new(),
+            };
+        }
+        let setup = JobSetup {
+            manifest,
+            policy: self.inner.policy.clone(),
+            settings: self.inner.settings.clone(),
+            job_id: &job.job_id,
+            sink: env.sink,
+            secrets: env.secrets,
+            progress: env.progress,
+        };
+        let mut store = self.store(setup);
+        let wit_job = to_wit_job(job);
+        let call = async {
+            let instance = self.inner.pre.instantiate_async(&mut store).await?;
+            let result = match job.job_type {
+                JobType::Discovery => {
+                    instance
+                        .call_discover(&mut store, &wit_job)
+                        .await?
+                        .map(|devices| {
+                            JobOutcome::Discovered(
+                                devices.into_iter().map(from_wit_device).collect(),
+                            )
+                        })
+                }
+                JobType::Thumbnail => instance
+                    .call_thumbnail(&mut store, &wit_job)
+                    .await?
+                    .map(|()| JobOutcome::Completed),
+                JobType::MediaRequest => instance
+                    .call_extract_media(&mut store, &wit_job)
+                    .await?
+                    .map(|outcome| match outcome {
+                        wit::Outcome::Completed => JobOutcome::Completed,
+                        wit::Outcome::PartiallyCompleted => JobOutcome::PartiallyCompleted,
+                    }),
+            };
+            wasmtime::Result::Ok(result)
+        };
+        let wall = manifest.limits.wall;
+        let called = tokio::time::timeout(wall, call).await;
+        let state = store.data_mut();
+        let outcome = match called {
+            Err(_elapsed) => JobOutcome::Failed(LimitExceeded::Wall(wall).to_string()),
+            Ok(Err(trap)) => JobOutcome::Failed(trap_message(state, &trap)),
+            Ok(Ok(Err(job_error))) => from_job_error(state, job_error),
+            Ok(Ok(Ok(outcome))) => check_success(state, job.job_type, outcome),
+        };
+        JobReport {
+            outcome,
+            files: state.outputs.take_stored(),
+            progress: state.progress(),
+            guest_time: state.cpu.spent(),
+            elapsed: started.elapsed(),
+            log_tail: state.log.tail(),
+        }
+    }
+
+    fn store(&self, setup: JobSetup<'_>) -> Store<JobState> {
+        let mut store = Store::new(self.inner.pre.engine(), JobState::new(setup));
+        store.limiter(|state| &mut state.memory);
+        store.call_hook(|mut context, hook| {
+            context.data_mut().cpu.on_call(hook);
+            Ok(())
+        });
+        // The callback runs once per epoch tick while guest code runs: enforce
+        // the CPU limit, else yield so other jobs on this thread get their turn.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|context| {
+            context.data().cpu.check().map_err(wasmtime::Error::new)?;
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store
+    }
+}
+
+/// A successful return is only a success if the job's files were all finished,
+/// no limit was hit, and a job that must produce a file did.
+fn check_success(state: &JobState, job_type: JobType, outcome: JobOutcome) -> JobOutcome {
+    if let Some(limit) = state.outputs.limit_exceeded() {
+        return JobOutcome::Failed(limit);
+    }
+    let unfinished = state.outputs.unfinished();
+    if !unfinished.is_empty() {
+        return JobOutcome::Failed(format!(
+            "output {} was created but never finished",
+            quoted_list(&unfinished)
+        ));
+    }
+    let needs_file = matches!(job_type, JobType::Thumbnail | JobType::MediaRequest);
+    if needs_file && state.outputs.stored().is_empty() {
+        return JobOutcome::Failed(format!(
+            "the guest reported success but stored no file for this {job_type} job"
+        ));
+    }
+    outcome
+}
+
+fn from_job_error(state: &JobState, error: wit::JobError) -> JobOutcome {
+    let with_context = |message: String| {
+        let mut message = message;
+        if let Some(limit) = state.outputs.limit_exceeded() {
+            message = format!("{message} ({limit})");
+        }
+        let denials = state.denials();
+        if !denials.is_empty() {
+            let list: Vec<String> = denials.iter().map(ToString::to_string).collect();
+            message = format!("{message} (sandbox denied: {})", list.join("; "));
+        }
+        message
+    };
+    match error {
+        wit::JobError::Unavailable(message) => JobOutcome::Unavailable(with_context(message)),
+        wit::JobError::Unsupported(message) => JobOutcome::Unsupported(with_context(message)),
+        wit::JobError::Failed(message) => JobOutcome::Failed(with_context(message)),
+    }
+}
+
+/// One line naming why guest code stopped: a limit, or the trap and the last
+/// thing the guest printed (a Rust panic prints its message to stderr).
+fn trap_message(state: &JobState, error: &wasmtime::Error) -> String {
+    if let Some(limit) = state.memory.hit() {
+        return limit.to_string();
+    }
+    if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+        return limit.to_string();
+    }
+    if let Some(limit) = state.outputs.limit_exceeded() {
+        return limit;
+    }
+    let trap = error
+        .downcast_ref::<wasmtime::Trap>()
+        .map_or_else(|| first_line(&format!("{error:#}")), ToString::to_string);
+    let stderr = state.stderr();
+    match stderr.lines().rev().find(|line| !line.trim().is_empty()) {
+        Some(last) => format!("guest trapped: {trap} (guest stderr: {})", last.trim()),
+        None => format!("guest trapped: {trap}"),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+fn quoted_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|name| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn to_wit_job(job: &Job) -> wit::Job {
+    let timestamp = |time: time::OffsetDateTime| wit::Timestamp {
+        unix_millis: (time.unix_timestamp_nanos() / 1_000_000) as i64,
+        rfc3339: crate::protocol::format_rfc3339(time),
+    };
+    wit::Job {
+        id: job.job_id.clone(),
+        kind: match job.job_type {
+            JobType::MediaRequest => wit::JobKind::MediaRequest,
+            JobType::Discovery => wit::JobKind::Discovery,
+            JobType::Thumbnail => wit::JobKind::Thumbnail,
+        },
+        device_id: job.device_id.clone(),
+        time_range: match (job.start_time_utc, job.end_time_utc) {
+            (Some(start), Some(end)) => Some(wit::TimeRange {
+                start: timestamp(start),
+                end: timestamp(end),
+            }),
+            _ => None,
+        },
+        parameters: job.parameters.clone().into_iter().collect(),
+    }
+}
+
+fn from_wit_device(device: wit::Device) -> DiscoveredDevice {
+    DiscoveredDevice {
+        device_id: device.device_id,
+        name: device.name,
+        manufacturer: device.manufacturer,
+        model: device.model,
+        latitude: device.latitude,
+        longitude: device.longitude,
+        capabilities: device.capabilities,
+    }
+}

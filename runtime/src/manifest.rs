@@ -1,0 +1,374 @@
+//! The manifest beside each guest's `.wasm`: who it is, what it serves, what it
+//! may reach, and its limits. Deny by default: a guest gets exactly what is
+//! written here.
+//!
+//! ```toml
+//! name = "http-vms"
+//! version = "0.1.0"
+//! jobs = ["discovery", "thumbnail", "mediarequest"]
+//!
+//! [settings]                      # non-secret values the guest can read
+//! base-url = "http://127.0.0.1:8081"
+//!
+//! [[http]]                        # one outbound grant: scheme, host, port
+//! origin = "http://127.0.0.1:8081"
+//! credentials = "camera-sim"      # a secret of the agent, added by the host as HTTP Basic
+//!
+//! [limits]                        # all optional; these are the defaults
+//! memory_mib = 256
+//! cpu_secs = 60
+//! wall_secs = 600
+//! output_mib = 16384
+//! log_lines = 10000
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::protocol::JobType;
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read manifest {path}: {source}")]
+    Read {
+        /// The manifest's path.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has unknown keys.
+    #[error("manifest {path} is not valid: {message}")]
+    Parse {
+        /// The manifest's path.
+        path: PathBuf,
+        /// What the parser said, with the line.
+        message: String,
+    },
+    /// The values parse but make no sense.
+    #[error("manifest {path}: {message}")]
+    Invalid {
+        /// The manifest's path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The guest's name (also its file stem by convention).
+    pub name: String,
+    /// The guest's version, for logs and listings.
+    pub version: String,
+    /// The job types it serves.
+    pub jobs: Vec<JobType>,
+    /// Non-secret settings handed to the guest.
+    pub settings: BTreeMap<String, String>,
+    /// Outbound HTTP grants.
+    pub http: Vec<HttpGrant>,
+    /// Resource limits per job.
+    pub limits: Limits,
+}
+
+/// One outbound HTTP grant: an exact scheme, host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGrant {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Host name or IP literal, lower case, without brackets.
+    pub host: String,
+    /// Port (the scheme's default when the origin names none).
+    pub port: u16,
+    /// The agent secret the host adds to matching requests, if any.
+    pub credentials: Option<String>,
+}
+
+impl HttpGrant {
+    /// The grant as an origin, `scheme://host:port`.
+    pub fn origin(&self) -> String {
+        if self.host.contains(':') {
+            format!("{}://[{}]:{}", self.scheme, self.host, self.port)
+        } else {
+            format!("{}://{}:{}", self.scheme, self.host, self.port)
+        }
+    }
+}
+
+/// Limits of one job of this guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory, in bytes.
+    pub memory_bytes: u64,
+    /// CPU time spent running guest code.
+    pub cpu: Duration,
+    /// Wall time of the whole call, host calls included.
+    pub wall: Duration,
+    /// Bytes written to all outputs together.
+    pub output_bytes: u64,
+    /// Log lines (and stdout/stderr lines) kept.
+    pub log_lines: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 256 << 20,
+            cpu: Duration::from_secs(60),
+            wall: Duration::from_secs(600),
+            output_bytes: 16 << 30,
+            log_lines: 10_000,
+        }
+    }
+}
+
+/// The largest memory limit a manifest may ask for.
+pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: String,
+    version: String,
+    jobs: Vec<String>,
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+    #[serde(default)]
+    http: Vec<RawGrant>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    origin: String,
+    credentials: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory_mib: Option<u64>,
+    cpu_secs: Option<f64>,
+    wall_secs: Option<f64>,
+    output_mib: Option<u64>,
+    log_lines: Option<u32>,
+}
+
+impl Manifest {
+    /// The manifest path that goes with a guest module: `x.wasm` → `x.toml`.
+    pub fn path_for(wasm: &Path) -> PathBuf {
+        wasm.with_extension("toml")
+    }
+
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Manifest::parse(&text, path)
+    }
+
+    /// Parses and validates manifest `text`; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        let raw: RawManifest = toml::from_str(text).map_err(|error| ManifestError::Parse {
+            path: path.to_path_buf(),
+            message: error.to_string().trim().to_string(),
+        })?;
+        let invalid = |message: String| ManifestError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if raw.name.trim().is_empty() {
+            return Err(invalid("`name` is empty".into()));
+        }
+        let jobs = raw
+            .jobs
+            .iter()
+            .map(|job| {
+                JobType::parse(job).ok_or_else(|| {
+                    invalid(format!(
+                        "unknown job type `{job}` in `jobs` (use mediarequest, discovery or thumbnail)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if jobs.is_empty() {
+            return Err(invalid(
+                "`jobs` is empty: the guest would serve nothing".into(),
+            ));
+        }
+        let http = raw
+            .http
+            .into_iter()
+            .map(|grant| parse_grant(&grant.origin, grant.credentials).map_err(&invalid))
+            .collect::<Result<Vec<_>, _>>()?;
+        let limits = parse_limits(&raw.limits).map_err(invalid)?;
+        Ok(Manifest {
+            name: raw.name,
+            version: raw.version,
+            jobs,
+            settings: raw.settings,
+            http,
+            limits,
+        })
+    }
+
+    /// Whether the guest serves jobs of type `job`.
+    pub fn serves(&self, job: JobType) -> bool {
+        self.jobs.contains(&job)
+    }
+}
+
+fn parse_grant(origin: &str, credentials: Option<String>) -> Result<HttpGrant, String> {
+    let uri: http::Uri = origin
+        .parse()
+        .map_err(|error| format!("http grant `{origin}` is not a URL: {error}"))?;
+    let scheme = uri
+        .scheme_str()
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| format!("http grant `{origin}` has no scheme (http:// or https://)"))?;
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        other => {
+            return Err(format!(
+                "http grant `{origin}`: scheme `{other}` is not http or https"
+            ));
+        }
+    };
+    let host = uri
+        .host()
+        .filter(|host| !host.is_empty())
+        .ok_or_else(|| format!("http grant `{origin}` has no host"))?;
+    if host.contains('*') {
+        return Err(format!(
+            "http grant `{origin}`: wildcards are not supported"
+        ));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(format!(
+            "http grant `{origin}` has a path: grants are origins only"
+        ));
+    }
+    Ok(HttpGrant {
+        scheme,
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+        port: uri.port_u16().unwrap_or(default_port),
+        credentials,
+    })
+}
+
+fn parse_limits(raw: &RawLimits) -> Result<Limits, String> {
+    let defaults = Limits::default();
+    let seconds = |value: Option<f64>, name: &str, default: Duration| match value {
+        None => Ok(default),
+        Some(s) if s.is_finite() && s > 0.0 && s < 1e7 => Ok(Duration::from_secs_f64(s)),
+        Some(s) => Err(format!(
+            "limits.{name} = {s} is not a positive number of seconds"
+        )),
+    };
+    let memory_bytes = match raw.memory_mib {
+        None => defaults.memory_bytes,
+        Some(0) => return Err("limits.memory_mib must be positive".into()),
+        Some(mib) if mib << 20 > MAX_MEMORY_BYTES => {
+            return Err(format!(
+                "limits.memory_mib = {mib} is over the maximum of {}",
+                MAX_MEMORY_BYTES >> 20
+            ));
+        }
+        Some(mib) => mib << 20,
+    };
+    Ok(Limits {
+        memory_bytes,
+        cpu: seconds(raw.cpu_secs, "cpu_secs", defaults.cpu)?,
+        wall: seconds(raw.wall_secs, "wall_secs", defaults.wall)?,
+        output_bytes: raw
+            .output_mib
+            .map_or(defaults.output_bytes, |mib| mib.saturating_mul(1 << 20)),
+        log_lines: raw.log_lines.unwrap_or(defaults.log_lines),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, Path::new("g.toml"))
+    }
+
+    #[test]
+    fn a_full_manifest_parses() {
+        let manifest = parse(
+            r#"
+            name = "http-vms"
+            version = "1.2.0"
+            jobs = ["discovery", "thumbnail", "mediarequest"]
+            [settings]
+            base-url = "http://127.0.0.1:8081"
+            [[http]]
+            origin = "http://127.0.0.1:8081"
+            credentials = "camera-sim"
+            [[http]]
+            origin = "https://VMS.example.com"
+            [limits]
+            memory_mib = 64
+            cpu_secs = 2.5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(manifest.jobs.len(), 3);
+        assert_eq!(manifest.http[0].port, 8081);
+        assert_eq!(manifest.http[0].credentials.as_deref(), Some("camera-sim"));
+        assert_eq!(manifest.http[1].host, "vms.example.com");
+        assert_eq!(manifest.http[1].port, 443);
+        assert_eq!(manifest.limits.memory_bytes, 64 << 20);
+        assert_eq!(manifest.limits.cpu, Duration::from_millis(2500));
+        assert_eq!(manifest.limits.wall, Limits::default().wall);
+    }
+
+    #[test]
+    fn bad_manifests_name_the_problem() {
+        let cases = [
+            (
+                "name = \"x\"\nversion = \"1\"\njobs = [\"video\"]",
+                "unknown job type `video`",
+            ),
+            (
+                "name = \"x\"\nversion = \"1\"\njobs = []",
+                "`jobs` is empty",
+            ),
+            (
+                "name = \"x\"\nversion = \"1\"\njobs = [\"discovery\"]\nsecret = 1",
+                "unknown field",
+            ),
+            (
+                "name = \"x\"\nversion = \"1\"\njobs = [\"discovery\"]\n[[http]]\norigin = \"ftp://a\"",
+                "scheme `ftp`",
+            ),
+            (
+                "name = \"x\"\nversion = \"1\"\njobs = [\"discovery\"]\n[limits]\nmemory_mib = 999999",
+                "over the maximum",
+            ),
+            ("name = ", "not valid"),
+        ];
+        for (text, expected) in cases {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(
+                error.contains(expected),
+                "{error:?} should contain {expected:?}"
+            );
+        }
+    }
+}

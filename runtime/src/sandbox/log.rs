@@ -1,0 +1,87 @@
+//! `corral:integration/log`: the guest's log lines.
+//!
+//! Links: the `log` interface. Per-job state: a line budget and the last lines
+//! (kept for the job report and failure messages). Limits: `limits.log_lines`
+//! lines a job, each cut at 4 KiB; the rest are counted and dropped.
+
+use std::collections::VecDeque;
+
+use super::JobState;
+use super::bindings::corral::integration::log::{Host, Level};
+
+/// Longest line kept, in bytes.
+const MAX_LINE: usize = 4096;
+/// Lines kept for the report.
+const TAIL: usize = 20;
+
+/// A job's log budget and recent lines.
+#[derive(Debug)]
+pub struct GuestLog {
+    guest: String,
+    job_id: String,
+    budget: u32,
+    dropped: u64,
+    tail: VecDeque<String>,
+}
+
+impl GuestLog {
+    /// A log for `job_id` run by `guest`, keeping at most `budget` lines.
+    pub fn new(guest: &str, job_id: &str, budget: u32) -> GuestLog {
+        GuestLog {
+            guest: guest.to_string(),
+            job_id: job_id.to_string(),
+            budget,
+            dropped: 0,
+            tail: VecDeque::with_capacity(TAIL),
+        }
+    }
+
+    /// Records one line from the guest.
+    pub fn write(&mut self, level: Level, message: &str) {
+        if self.budget == 0 {
+            self.dropped += 1;
+            return;
+        }
+        self.budget -= 1;
+        let line = truncate(message.trim_end(), MAX_LINE);
+        let (guest, job) = (&self.guest, &self.job_id);
+        match level {
+            Level::Trace => tracing::trace!(guest, job, "{line}"),
+            Level::Debug => tracing::debug!(guest, job, "{line}"),
+            Level::Info => tracing::info!(guest, job, "{line}"),
+            Level::Warn => tracing::warn!(guest, job, "{line}"),
+            Level::Error => tracing::error!(guest, job, "{line}"),
+        }
+        if self.tail.len() == TAIL {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.to_string());
+    }
+
+    /// Lines dropped because the budget ran out.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The last lines logged, oldest first.
+    pub fn tail(&self) -> Vec<String> {
+        self.tail.iter().cloned().collect()
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+impl Host for JobState {
+    fn write(&mut self, level: Level, message: String) {
+        self.log.write(level, &message);
+    }
+}

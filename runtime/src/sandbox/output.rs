@@ -1,0 +1,484 @@
+//! `corral:integration/output`: files the guest writes.
+//!
+//! Links: the `output` interface and its `file` resource; each file hands out
+//! one `wasi:io` output-stream. Per-job state: the sink, the names used, the
+//! files stored, the files abandoned. Limits: `limits.output_bytes` over all
+//! files of the job, counted as bytes are accepted.
+//!
+//! Bytes go from the stream to a writer task through a small bounded channel:
+//! the guest gets back-pressure when the sink is slow, a chunk spliced from an
+//! HTTP body moves as the same `Bytes` without a copy, and hashing and sink
+//! I/O run beside the guest rather than on its thread. Waiting for room is
+//! cancel-safe (a dropped `ready()` loses nothing).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use wasmtime::component::Resource;
+use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError, StreamResult};
+
+use super::JobState;
+use super::bindings::corral::integration::output::{Host, HostFile, OutputError};
+use crate::sink::{OutputSink, OutputSpec, SinkError, SinkFile, StoredFile, hex};
+
+/// Largest write a guest may make in one call (and the chunk size of a splice).
+const WRITE_BUDGET: usize = 1 << 20;
+/// Chunks queued between the stream and the writer task.
+const QUEUED_CHUNKS: usize = 4;
+/// Most output files one job may create.
+const MAX_FILES: usize = 1024;
+
+/// The output side of one job.
+pub struct JobOutputs {
+    sink: Arc<dyn OutputSink>,
+    budget: Arc<OutputBudget>,
+    names: Vec<String>,
+    stored: Vec<StoredFile>,
+    abandoned: Vec<String>,
+}
+
+/// Bytes all outputs of a job may still take.
+#[derive(Debug)]
+struct OutputBudget {
+    limit: u64,
+    used: AtomicU64,
+    exceeded: AtomicBool,
+}
+
+impl JobOutputs {
+    /// Outputs going to `sink`, at most `limit` bytes in all.
+    pub fn new(sink: Arc<dyn OutputSink>, limit: u64) -> JobOutputs {
+        JobOutputs {
+            sink,
+            budget: Arc::new(OutputBudget {
+                limit,
+                used: AtomicU64::new(0),
+                exceeded: AtomicBool::new(false),
+            }),
+            names: Vec::new(),
+            stored: Vec::new(),
+            abandoned: Vec::new(),
+        }
+    }
+
+    /// Files finished and kept, in order.
+    pub fn stored(&self) -> &[StoredFile] {
+        &self.stored
+    }
+
+    /// Takes the files kept.
+    pub fn take_stored(&mut self) -> Vec<StoredFile> {
+        std::mem::take(&mut self.stored)
+    }
+
+    /// Names of files created but never finished.
+    pub fn unfinished(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .names
+            .iter()
+            .filter(|name| !self.stored.iter().any(|file| &file.name == *name))
+            .cloned()
+            .collect();
+        names.retain(|name| !self.abandoned.contains(name));
+        names.extend(self.abandoned.iter().cloned());
+        names
+    }
+
+    /// The limit message, if the job tried to write more than its limit.
+    pub fn limit_exceeded(&self) -> Option<String> {
+        self.budget
+            .exceeded
+            .load(Ordering::Relaxed)
+            .then(|| self.budget.message())
+    }
+}
+
+impl OutputBudget {
+    fn take(&self, bytes: u64) -> Result<(), String> {
+        let used = self.used.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if used > self.limit {
+            self.exceeded.store(true, Ordering::Relaxed);
+            return Err(self.message());
+        }
+        Ok(())
+    }
+
+    fn message(&self) -> String {
+        format!("output limit of {} bytes exceeded", self.limit)
+    }
+}
+
+/// The host side of a guest's `file` resource.
+pub struct OutputFile {
+    spec: OutputSpec,
+    state: FileState,
+}
+
+enum FileState {
+    /// Created; the stream not yet taken.
+    Open(Box<dyn SinkFile>),
+    /// The stream is out; its writer task owns the sink file.
+    Streaming {
+        writer: JoinHandle<Result<Written, SinkError>>,
+        stream_alive: Arc<AtomicBool>,
+    },
+    /// Finished (or failed while finishing).
+    Done,
+}
+
+/// What a writer task hands back when its stream closes.
+struct Written {
+    file: Box<dyn SinkFile>,
+    length: u64,
+    sha256: String,
+}
+
+/// Checks a guest-chosen file name: one plain, printable path component.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 200 {
+        return Err(format!(
+            "file name must be 1 to 200 bytes, got {}",
+            name.len()
+        ));
+    }
+    if name.starts_with('.') || name.ends_with(".partial") {
+        return Err(format!("file name `{name}` is reserved"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| matches!(c, '/' | '\\' | ':') || c.is_control())
+    {
+        return Err(format!(
+            "file name `{}` contains `{}`",
+            name.escape_default(),
+            bad.escape_default()
+        ));
+    }
+    Ok(())
+}
+
+fn check_content_type(content_type: &str) -> Result<(), String> {
+    let valid = content_type.len() <= 128
+        && content_type
+            .split_once('/')
+            .is_some_and(|(kind, sub)| !kind.is_empty() && !sub.is_empty())
+        && content_type
+            .chars()
+            .all(|c| c.is_ascii_graphic() || c == ' ');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "content type `{}` is not a MIME type",
+            content_type.escape_default()
+        ))
+    }
+}
+
+impl Host for JobState {
+    async fn create(
+        &mut self,
+        name: String,
+        content_type: String,
+    ) -> wasmtime::Result<Result<Resource<OutputFile>, OutputError>> {
+        if let Err(why) = check_name(&name).and_then(|()| check_content_type(&content_type)) {
+            return Ok(Err(OutputError::Invalid(why)));
+        }
+        let outputs = &mut self.outputs;
+        if outputs.names.contains(&name) {
+            return Ok(Err(OutputError::Invalid(format!(
+                "file `{name}` was already created"
+            ))));
+        }
+        if outputs.names.len() >= MAX_FILES {
+            return Ok(Err(OutputError::LimitExceeded(format!(
+                "a job may create at most {MAX_FILES} files"
+            ))));
+        }
+        let spec = OutputSpec { name, content_type };
+        let file = match outputs.sink.create(&spec).await {
+            Ok(file) => file,
+            Err(error) => return Ok(Err(OutputError::Failed(error.0))),
+        };
+        outputs.names.push(spec.name.clone());
+        let resource = self.table.push(OutputFile {
+            spec,
+            state: FileState::Open(file),
+        })?;
+        Ok(Ok(resource))
+    }
+}
+
+impl HostFile for JobState {
+    async fn stream(
+        &mut self,
+        file: Resource<OutputFile>,
+    ) -> wasmtime::Result<Result<Resource<DynOutputStream>, OutputError>> {
+        let budget = self.outputs.budget.clone();
+        let output = self.table.get_mut(&file)?;
+        let sink_file = match std::mem::replace(&mut output.state, FileState::Done) {
+            FileState::Open(sink_file) => sink_file,
+            other => {
+                output.state = other;
+                return Ok(Err(OutputError::WrongState(
+                    "the stream was already taken".into(),
+                )));
+            }
+        };
+        let (stream, writer, stream_alive) = SinkStream::start(sink_file, budget);
+        output.state = FileState::Streaming {
+            writer,
+            stream_alive,
+        };
+        let stream: DynOutputStream = Box::new(stream);
+        Ok(Ok(self.table.push_child(stream, &file)?))
+    }
+
+    async fn finish(
+        &mut self,
+        file: Resource<OutputFile>,
+    ) -> wasmtime::Result<Result<u64, OutputError>> {
+        let output = self.table.get_mut(&file)?;
+        let (writer, stream_alive) = match std::mem::replace(&mut output.state, FileState::Done) {
+            FileState::Streaming {
+                writer,
+                stream_alive,
+            } => (writer, stream_alive),
+            FileState::Open(sink_file) => {
+                // Nothing was ever written: an empty file.
+                let (stream, writer, stream_alive) =
+                    SinkStream::start(sink_file, self.outputs.budget.clone());
+                drop(stream);
+                (writer, stream_alive)
+            }
+            FileState::Done => {
+                return Ok(Err(OutputError::WrongState(
+                    "the file was already finished".into(),
+                )));
+            }
+        };
+        if stream_alive.load(Ordering::Acquire) {
+            output.state = FileState::Streaming {
+                writer,
+                stream_alive,
+            };
+            return Ok(Err(OutputError::WrongState(
+                "drop the output stream before calling finish".into(),
+            )));
+        }
+        let spec = output.spec.clone();
+        let written = match writer.await {
+            Ok(Ok(written)) => written,
+            Ok(Err(error)) => return Ok(Err(OutputError::Failed(error.0))),
+            Err(join) => {
+                return Ok(Err(OutputError::Failed(format!(
+                    "writer task failed: {join}"
+                ))));
+            }
+        };
+        let location = match written.file.commit(written.length, &written.sha256).await {
+            Ok(location) => location,
+            Err(error) => return Ok(Err(OutputError::Failed(error.0))),
+        };
+        self.outputs.stored.push(StoredFile {
+            name: spec.name,
+            content_type: spec.content_type,
+            length: written.length,
+            sha256: written.sha256,
+            location,
+        });
+        Ok(Ok(written.length))
+    }
+
+    async fn drop(&mut self, file: Resource<OutputFile>) -> wasmtime::Result<()> {
+        let output = self.table.delete(file)?;
+        if !matches!(output.state, FileState::Done) {
+            self.outputs.abandoned.push(output.spec.name);
+        }
+        // Dropping the sink file (directly or when its writer task ends)
+        // discards it.
+        Ok(())
+    }
+}
+
+/// The `output-stream` a guest writes a file through.
+struct SinkStream {
+    sender: mpsc::Sender<Bytes>,
+    permit: Option<mpsc::OwnedPermit<Bytes>>,
+    /// Bytes handed to the writer task, and bytes it has written.
+    sent: u64,
+    written: watch::Receiver<u64>,
+    flushing: bool,
+    failure: Arc<Mutex<Option<String>>>,
+    budget: Arc<OutputBudget>,
+    alive: Arc<AtomicBool>,
+}
+
+impl SinkStream {
+    fn start(
+        file: Box<dyn SinkFile>,
+        budget: Arc<OutputBudget>,
+    ) -> (
+        SinkStream,
+        JoinHandle<Result<Written, SinkError>>,
+        Arc<AtomicBool>,
+    ) {
+        let (sender, receiver) = mpsc::channel(QUEUED_CHUNKS);
+        let (written_tx, written) = watch::channel(0);
+        let failure = Arc::new(Mutex::new(None));
+        let writer = tokio::spawn(write_chunks(file, receiver, written_tx, failure.clone()));
+        let alive = Arc::new(AtomicBool::new(true));
+        let stream = SinkStream {
+            sender,
+            permit: None,
+            sent: 0,
+            written,
+            flushing: false,
+            failure,
+            budget,
+            alive: alive.clone(),
+        };
+        (stream, writer, alive)
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+async fn write_chunks(
+    mut file: Box<dyn SinkFile>,
+    mut chunks: mpsc::Receiver<Bytes>,
+    written: watch::Sender<u64>,
+    failure: Arc<Mutex<Option<String>>>,
+) -> Result<Written, SinkError> {
+    let mut hasher = Sha256::new();
+    let mut length = 0u64;
+    while let Some(chunk) = chunks.recv().await {
+        hasher.update(&chunk);
+        length += chunk.len() as u64;
+        if let Err(error) = file.write(chunk).await {
+            *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.0.clone());
+            return Err(error);
+        }
+        written.send_replace(length);
+    }
+    Ok(Written {
+        file,
+        length,
+        sha256: hex(&hasher.finalize()),
+    })
+}
+
+#[async_trait::async_trait]
+impl Pollable for SinkStream {
+    async fn ready(&mut self) {
+        if self.flushing {
+            let sent = self.sent;
+            // Err means the writer task ended (failed); check_write reports it.
+            let _ = self.written.wait_for(|written| *written >= sent).await;
+            self.flushing = false;
+        }
+        if self.permit.is_none()
+            && let Ok(permit) = self.sender.clone().reserve_owned().await
+        {
+            self.permit = Some(permit);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputStream for SinkStream {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if bytes.len() > WRITE_BUDGET {
+            return Err(StreamError::trap("write larger than check-write allowed"));
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let permit = self
+            .permit
+            .take()
+            .ok_or_else(|| StreamError::trap("write without a check-write permit"))?;
+        self.budget.take(bytes.len() as u64).map_err(|message| {
+            StreamError::LastOperationFailed(wasmtime::format_err!("{message}"))
+        })?;
+        self.sent += bytes.len() as u64;
+        permit.send(bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        self.flushing = true;
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        if let Some(failure) = self.failure() {
+            return Err(StreamError::LastOperationFailed(wasmtime::format_err!(
+                "{failure}"
+            )));
+        }
+        if self.budget.exceeded.load(Ordering::Relaxed) {
+            return Err(StreamError::LastOperationFailed(wasmtime::format_err!(
+                "{}",
+                self.budget.message()
+            )));
+        }
+        if self.flushing && *self.written.borrow() < self.sent {
+            return Ok(0);
+        }
+        self.flushing = false;
+        if self.permit.is_none() {
+            match self.sender.clone().try_reserve_owned() {
+                Ok(permit) => self.permit = Some(permit),
+                Err(mpsc::error::TrySendError::Full(_)) => return Ok(0),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    let why = self.failure().unwrap_or_else(|| "output closed".into());
+                    return Err(StreamError::LastOperationFailed(wasmtime::format_err!(
+                        "{why}"
+                    )));
+                }
+            }
+        }
+        Ok(WRITE_BUDGET)
+    }
+}
+
+impl Drop for SinkStream {
+    fn drop(&mut self) {
+        self.alive.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_single_plain_components() {
+        assert!(check_name("cam-0001-1700000000000.ts").is_ok());
+        for bad in [
+            "",
+            "../etc/passwd",
+            "a/b",
+            "a\\b",
+            ".hidden",
+            "x.partial",
+            "c:d",
+            "a\nb",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(check_content_type("video/mp2t").is_ok());
+        assert!(check_content_type("video").is_err());
+        assert!(check_content_type("text/plain\r\nX: y").is_err());
+    }
+}
