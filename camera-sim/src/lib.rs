@@ -94,7 +94,9 @@ impl SimConfig {
             .collect();
         SimConfig {
             devices,
-            ..SimConfig::default()
+            username: "operator".to_string(),
+            password: "sim-secret".to_string(),
+            bitrate_bps: 4_000_000,
         }
     }
 
@@ -106,11 +108,6 @@ impl SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig {
-            devices: SimConfig::with_devices(4).devices,
-            username: "operator".to_string(),
-            password: "sim-secret".to_string(),
-            bitrate_bps: 4_000_000,
-        }
+        SimConfig::with_devices(4)
     }
 }

@@ -17,7 +17,7 @@ use wasmtime::component::InstancePre;
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::manifest::{Manifest, ManifestError};
-use crate::protocol::{DiscoveredDevice, Job, JobType};
+use crate::protocol::{DiscoveredDevice, DiscoveryResult, Job, JobType};
 use crate::sandbox::bindings::corral::integration::types as wit;
 use crate::sandbox::bindings::{Integration, IntegrationPre};
 use crate::sandbox::http::OutboundPolicy;
@@ -25,7 +25,7 @@ use crate::sandbox::limits::LimitExceeded;
 use crate::sandbox::progress::Progress;
 use crate::sandbox::{JobSetup, JobState};
 use crate::secrets::Secrets;
-use crate::sink::{OutputSink, StoredFile, hex};
+use crate::sink::{OutputSink, OutputSpec, SinkError, StoredFile, hex, store_whole};
 
 /// Why a guest could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +92,25 @@ pub struct JobReport {
     pub elapsed: Duration,
     /// The guest's last log lines.
     pub log_tail: Vec<String>,
+}
+
+impl JobReport {
+    /// For a discovery job, stores PROTOCOL.md's discovery file (which the host
+    /// writes from the devices the guest returned) and adds it to `files`.
+    pub async fn store_discovery(&mut self, sink: &dyn OutputSink) -> Result<(), SinkError> {
+        if let JobOutcome::Discovered(devices) = &self.outcome {
+            let result = DiscoveryResult {
+                devices: devices.clone(),
+            };
+            let spec = OutputSpec {
+                name: DiscoveryResult::FILE_NAME.into(),
+                content_type: DiscoveryResult::CONTENT_TYPE.into(),
+            };
+            self.files
+                .push(store_whole(sink, &spec, result.to_json().into()).await?);
+        }
+        Ok(())
+    }
 }
 
 /// What a job runs with besides the guest.

@@ -1,1 +1,55 @@
-fn main() {}
+//! The `corral` command: the agent, its dev tools and its simulators.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// corral: a Clearance camera-registry agent whose integrations run as
+/// sandboxed WebAssembly components.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one job with a guest, no registry: the integration author's dev loop.
+    RunJob(cli::run_job::Args),
+    /// Serve the simulated camera system.
+    CameraSim(cli::camera_sim::Args),
+    /// Everything on one machine: camera-sim, the bundled guest, real jobs.
+    Demo(cli::demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::RunJob(args) => cli::run_job::run(args).await,
+            Command::CameraSim(args) => cli::camera_sim::run(args).await,
+            Command::Demo(args) => cli::demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

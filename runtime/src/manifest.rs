@@ -90,6 +90,12 @@ pub struct HttpGrant {
 }
 
 impl HttpGrant {
+    /// Parses an origin (`http://host:port`) into a grant, with the name of the
+    /// agent secret to add to its requests, if any.
+    pub fn parse(origin: &str, credentials: Option<String>) -> Result<HttpGrant, String> {
+        parse_grant(origin, credentials)
+    }
+
     /// The grant as an origin, `scheme://host:port`.
     pub fn origin(&self) -> String {
         if self.host.contains(':') {

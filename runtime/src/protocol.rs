@@ -141,6 +141,18 @@ pub struct DiscoveryResult {
     pub devices: Vec<DiscoveredDevice>,
 }
 
+impl DiscoveryResult {
+    /// The name the runtime gives the discovery file.
+    pub const FILE_NAME: &'static str = "discovery.json";
+    /// Its content type.
+    pub const CONTENT_TYPE: &'static str = "application/json";
+
+    /// The file's bytes.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a discovery result always serializes")
+    }
+}
+
 /// Why a job cannot be run as posted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("job {job_id} ({job_type}) is malformed: {reason}")]

@@ -1,0 +1,149 @@
+//! `corral run-job`: one job, one guest, no registry. Outputs go to a folder.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use corral::engine::{Runtime, RuntimeConfig};
+use corral::guest::{JobEnv, JobOutcome, JobReport};
+use corral::manifest::Manifest;
+use corral::protocol::Job;
+use corral::sandbox::progress::{self, Progress};
+use corral::secrets::Secrets;
+use corral::sink::{DirSink, OutputSink};
+
+use super::human_bytes;
+
+/// Arguments of `corral run-job`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The guest component (`.wasm`); its manifest is the `.toml` beside it.
+    #[arg(long)]
+    guest: PathBuf,
+    /// The job, as PROTOCOL.md's job JSON.
+    #[arg(long)]
+    job: PathBuf,
+    /// Folder for the output files (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// A manifest other than the one beside the guest.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Override a manifest setting, `name=value` (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    settings: Vec<String>,
+    /// A secret the manifest's grants may name, `name=user:password`
+    /// (repeatable); `CORRAL_SECRET_<NAME>` variables are read too.
+    #[arg(long = "secret", value_name = "NAME=USER:PASSWORD")]
+    secrets: Vec<String>,
+}
+
+/// Runs the job and prints what happened; exits 1 if the job did not succeed.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let manifest_path = args
+        .manifest
+        .clone()
+        .unwrap_or_else(|| Manifest::path_for(&args.guest));
+    let mut manifest = Manifest::load(&manifest_path)?;
+    for pair in &args.settings {
+        let (name, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--set {pair}: expected name=value"))?;
+        manifest
+            .settings
+            .insert(name.to_string(), value.to_string());
+    }
+    let mut secrets = Secrets::from_env()?;
+    for pair in &args.secrets {
+        secrets.insert_pair(pair)?;
+    }
+    let job_json = std::fs::read(&args.job)
+        .with_context(|| format!("cannot read job file {}", args.job.display()))?;
+    let job = Job::from_json(&job_json).map_err(|why| {
+        anyhow::anyhow!("job file {} is not a valid job: {why}", args.job.display())
+    })?;
+
+    let runtime = Runtime::new(RuntimeConfig { max_instances: 2 })?;
+    let bytes = std::fs::read(&args.guest)
+        .with_context(|| format!("cannot read guest {}", args.guest.display()))?;
+    let guest = runtime
+        .load_bytes(&bytes, manifest)
+        .with_context(|| format!("cannot load guest {}", args.guest.display()))?;
+    let sink = DirSink::new(&args.out)
+        .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
+    let sink: Arc<dyn OutputSink> = Arc::new(sink);
+
+    let (progress_tx, progress_rx) = progress::channel();
+    let printer = tokio::spawn(print_progress(progress_rx));
+    let env = JobEnv {
+        sink: sink.clone(),
+        secrets: Arc::new(secrets),
+        progress: progress_tx,
+    };
+    let mut report = guest.run(&job, env).await;
+    printer.abort();
+    report.store_discovery(sink.as_ref()).await?;
+    print_report(&report, guest.manifest(), guest.sha256());
+    Ok(match report.outcome {
+        JobOutcome::Completed | JobOutcome::PartiallyCompleted | JobOutcome::Discovered(_) => {
+            ExitCode::SUCCESS
+        }
+        _ => ExitCode::FAILURE,
+    })
+}
+
+async fn print_progress(mut progress: tokio::sync::watch::Receiver<Progress>) {
+    while progress.changed().await.is_ok() {
+        let Progress { done, total } = *progress.borrow_and_update();
+        if total > 0 {
+            eprintln!(
+                "progress {done}/{total} ({:.0}%)",
+                done as f64 * 100.0 / total as f64
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn print_report(report: &JobReport, manifest: &Manifest, sha256: &str) {
+    let (state, message) = match &report.outcome {
+        JobOutcome::Completed => ("completed", None),
+        JobOutcome::PartiallyCompleted => ("partially completed", None),
+        JobOutcome::Discovered(devices) => {
+            ("completed", Some(format!("{} devices", devices.len())))
+        }
+        JobOutcome::Unavailable(why) => ("unavailable (would be released)", Some(why.clone())),
+        JobOutcome::Unsupported(why) => ("unsupported (would be cancelled)", Some(why.clone())),
+        JobOutcome::Failed(why) => ("failed", Some(why.clone())),
+    };
+    println!("outcome   {state}");
+    if let Some(message) = message {
+        println!("message   {message}");
+    }
+    for file in &report.files {
+        println!(
+            "file      {}  {}  {}  sha256 {}  -> {}",
+            file.name,
+            file.content_type,
+            human_bytes(file.length),
+            file.sha256,
+            file.location
+        );
+    }
+    let bytes: u64 = report.files.iter().map(|file| file.length).sum();
+    println!("bytes     {bytes}");
+    println!(
+        "progress  {}/{}",
+        report.progress.done, report.progress.total
+    );
+    println!(
+        "guest     {} {} (sha256 {}…), guest time {:?}, elapsed {:?}",
+        manifest.name,
+        manifest.version,
+        &sha256[..12],
+        report.guest_time,
+        report.elapsed
+    );
+}
