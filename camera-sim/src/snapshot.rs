@@ -39,7 +39,7 @@ impl Canvas {
         let mut pixels = Vec::with_capacity(usize::from(WIDTH) * usize::from(HEIGHT) * 3);
         for y in 0..HEIGHT {
             // A vertical gradient, so the picture is not one flat colour.
-            let shade = u16::from(y) * 60 / HEIGHT;
+            let shade = y * 60 / HEIGHT;
             for _ in 0..WIDTH {
                 pixels.extend(background.map(|c| c.saturating_sub(shade as u8)));
             }

@@ -171,9 +171,10 @@ impl Guest {
     /// `instantiate` benchmark measures this).
     pub async fn instantiate(
         &self,
-        setup: JobSetup<'_>,
+        job_id: &str,
+        env: JobEnv,
     ) -> wasmtime::Result<(Store<JobState>, Integration)> {
-        let mut store = self.store(setup);
+        let mut store = self.store(self.setup(job_id, env));
         let instance = self.inner.pre.instantiate_async(&mut store).await?;
         Ok((store, instance))
     }
@@ -197,16 +198,7 @@ impl Guest {
                 log_tail: Vec::new(),
             };
         }
-        let setup = JobSetup {
-            manifest,
-            policy: self.inner.policy.clone(),
-            settings: self.inner.settings.clone(),
-            job_id: &job.job_id,
-            sink: env.sink,
-            secrets: env.secrets,
-            progress: env.progress,
-        };
-        let mut store = self.store(setup);
+        let mut store = self.store(self.setup(&job.job_id, env));
         let wit_job = to_wit_job(job);
         let call = async {
             let instance = self.inner.pre.instantiate_async(&mut store).await?;
@@ -244,13 +236,32 @@ impl Guest {
             Ok(Ok(Err(job_error))) => from_job_error(state, job_error),
             Ok(Ok(Ok(outcome))) => check_success(state, job.job_type, outcome),
         };
-        JobReport {
+        let report = JobReport {
             outcome,
             files: state.outputs.take_stored(),
             progress: state.progress(),
             guest_time: state.cpu.spent(),
             elapsed: started.elapsed(),
             log_tail: state.log.tail(),
+        };
+        // Dropping the store closes every stream still open; waiting for the
+        // writers then means every unfinished file has been discarded.
+        let writers = state.outputs.writers();
+        drop(store);
+        writers.close();
+        writers.wait().await;
+        report
+    }
+
+    fn setup<'a>(&'a self, job_id: &'a str, env: JobEnv) -> JobSetup<'a> {
+        JobSetup {
+            manifest: &self.inner.manifest,
+            policy: self.inner.policy.clone(),
+            settings: self.inner.settings.clone(),
+            job_id,
+            sink: env.sink,
+            secrets: env.secrets,
+            progress: env.progress,
         }
     }
 

@@ -1,1 +1,145 @@
+//! The harness corral's end-to-end tests share: a camera-sim on loopback, the
+//! runtime, a guest pointed at the camera, and a temporary output folder.
+//! Everything is real; nothing is mocked.
 
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral::bundled::{self, CAMERA_SIM_SECRET};
+use corral::engine::{Runtime, RuntimeConfig};
+use corral::guest::{Guest, JobEnv, JobReport};
+use corral::manifest::Manifest;
+use corral::protocol::{Job, JobType};
+use corral::sandbox::progress;
+use corral::secrets::Secrets;
+use corral::sink::{DirSink, OutputSink};
+use corral_camera_sim::{CameraSim, SimConfig};
+use time::OffsetDateTime;
+
+/// A camera-sim, a runtime and the http-vms guest wired to them.
+pub struct Harness {
+    /// The simulated camera system.
+    pub sim: CameraSim,
+    /// The engine.
+    pub runtime: Runtime,
+    /// The http-vms guest, granted the camera's address.
+    pub guest: Guest,
+    /// Secrets holding the camera's credentials.
+    pub secrets: Arc<Secrets>,
+    /// Where outputs go.
+    pub out: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Starts everything with camera-sim serving `config`.
+    pub async fn start(config: SimConfig) -> Harness {
+        let sim = CameraSim::start(config, loopback())
+            .await
+            .expect("camera-sim starts");
+        let runtime = Runtime::new(RuntimeConfig { max_instances: 16 }).expect("engine starts");
+        let manifest = bundled::http_vms_manifest(&sim.base_url()).expect("bundled manifest");
+        let guest = runtime
+            .load_bytes(bundled::HTTP_VMS, manifest)
+            .expect("http-vms loads");
+        let mut secrets = Secrets::default();
+        let credentials = format!("{}:{}", sim.config().username, sim.config().password);
+        secrets
+            .insert(CAMERA_SIM_SECRET, &credentials)
+            .expect("valid secret");
+        Harness {
+            sim,
+            runtime,
+            guest,
+            secrets: Arc::new(secrets),
+            out: tempfile::tempdir().expect("temporary folder"),
+        }
+    }
+
+    /// Loads http-vms again with another manifest.
+    pub fn guest_with(&self, manifest: Manifest) -> Guest {
+        self.runtime
+            .load_bytes(bundled::HTTP_VMS, manifest)
+            .expect("http-vms loads")
+    }
+
+    /// The sink writing into the output folder.
+    pub fn sink(&self) -> Arc<dyn OutputSink> {
+        Arc::new(DirSink::new(self.out.path()).expect("output folder"))
+    }
+
+    /// Runs `job` with `guest`, writing into the output folder.
+    pub async fn run_with(&self, guest: &Guest, job: &Job) -> JobReport {
+        let (progress, _) = progress::channel();
+        let env = JobEnv {
+            sink: self.sink(),
+            secrets: self.secrets.clone(),
+            progress,
+        };
+        let mut report = guest.run(job, env).await;
+        report
+            .store_discovery(self.sink().as_ref())
+            .await
+            .expect("discovery file stored");
+        report
+    }
+
+    /// Runs `job` with the http-vms guest.
+    pub async fn run(&self, job: &Job) -> JobReport {
+        self.run_with(&self.guest, job).await
+    }
+
+    /// The files in the output folder, sorted.
+    pub fn files(&self) -> Vec<String> {
+        list(self.out.path())
+    }
+}
+
+fn list(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// `127.0.0.1:0`.
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A job of `job_type` for `device`.
+pub fn job(id: &str, job_type: JobType, device: Option<&str>) -> Job {
+    Job {
+        job_id: id.to_string(),
+        job_type,
+        agent_id: Some("agent-test".into()),
+        device_id: device.map(str::to_string),
+        start_time_utc: None,
+        end_time_utc: None,
+        parameters: Default::default(),
+        state: None,
+        task_progress: 0,
+        task_total: 0,
+    }
+}
+
+/// A media request for `device` over `[start, start + length)`.
+pub fn media_job(id: &str, device: &str, start: OffsetDateTime, length: Duration) -> Job {
+    Job {
+        start_time_utc: Some(start),
+        end_time_utc: Some(start + length),
+        ..job(id, JobType::MediaRequest, Some(device))
+    }
+}
+
+/// Milliseconds since the epoch of `time`.
+pub fn unix_millis(time: OffsetDateTime) -> i64 {
+    (time.unix_timestamp_nanos() / 1_000_000) as i64
+}

@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError, StreamResult};
 
@@ -35,6 +36,7 @@ const MAX_FILES: usize = 1024;
 /// The output side of one job.
 pub struct JobOutputs {
     sink: Arc<dyn OutputSink>,
+    writers: TaskTracker,
     budget: Arc<OutputBudget>,
     names: Vec<String>,
     stored: Vec<StoredFile>,
@@ -54,6 +56,7 @@ impl JobOutputs {
     pub fn new(sink: Arc<dyn OutputSink>, limit: u64) -> JobOutputs {
         JobOutputs {
             sink,
+            writers: TaskTracker::new(),
             budget: Arc::new(OutputBudget {
                 limit,
                 used: AtomicU64::new(0),
@@ -63,6 +66,12 @@ impl JobOutputs {
             stored: Vec::new(),
             abandoned: Vec::new(),
         }
+    }
+
+    /// The writer tasks of this job's files. Once the store is dropped, waiting
+    /// on it (after `close`) guarantees every unfinished file was discarded.
+    pub fn writers(&self) -> TaskTracker {
+        self.writers.clone()
     }
 
     /// Files finished and kept, in order.
@@ -121,20 +130,22 @@ pub struct OutputFile {
 enum FileState {
     /// Created; the stream not yet taken.
     Open(Box<dyn SinkFile>),
-    /// The stream is out; its writer task owns the sink file.
+    /// The stream is out; its writer task owns the sink file, and commits it
+    /// when `commit` fires (or discards it when `commit` is dropped).
     Streaming {
         writer: JoinHandle<Result<Written, SinkError>>,
+        commit: oneshot::Sender<()>,
         stream_alive: Arc<AtomicBool>,
     },
     /// Finished (or failed while finishing).
     Done,
 }
 
-/// What a writer task hands back when its stream closes.
+/// What a writer task reports once it committed its file.
 struct Written {
-    file: Box<dyn SinkFile>,
     length: u64,
     sha256: String,
+    location: String,
 }
 
 /// Checks a guest-chosen file name: one plain, printable path component.
@@ -229,11 +240,8 @@ impl HostFile for JobState {
                 )));
             }
         };
-        let (stream, writer, stream_alive) = SinkStream::start(sink_file, budget);
-        output.state = FileState::Streaming {
-            writer,
-            stream_alive,
-        };
+        let (stream, streaming) = SinkStream::start(sink_file, budget, &self.outputs.writers);
+        output.state = streaming;
         let stream: DynOutputStream = Box::new(stream);
         Ok(Ok(self.table.push_child(stream, &file)?))
     }
@@ -242,18 +250,35 @@ impl HostFile for JobState {
         &mut self,
         file: Resource<OutputFile>,
     ) -> wasmtime::Result<Result<u64, OutputError>> {
+        let budget = self.outputs.budget.clone();
         let output = self.table.get_mut(&file)?;
-        let (writer, stream_alive) = match std::mem::replace(&mut output.state, FileState::Done) {
-            FileState::Streaming {
-                writer,
-                stream_alive,
-            } => (writer, stream_alive),
+        let (writer, commit) = match std::mem::replace(&mut output.state, FileState::Done) {
             FileState::Open(sink_file) => {
                 // Nothing was ever written: an empty file.
-                let (stream, writer, stream_alive) =
-                    SinkStream::start(sink_file, self.outputs.budget.clone());
+                let (stream, streaming) =
+                    SinkStream::start(sink_file, budget, &self.outputs.writers);
                 drop(stream);
-                (writer, stream_alive)
+                let FileState::Streaming { writer, commit, .. } = streaming else {
+                    unreachable!("start always streams");
+                };
+                (writer, commit)
+            }
+            FileState::Streaming {
+                writer,
+                commit,
+                stream_alive,
+            } => {
+                if stream_alive.load(Ordering::Acquire) {
+                    output.state = FileState::Streaming {
+                        writer,
+                        commit,
+                        stream_alive,
+                    };
+                    return Ok(Err(OutputError::WrongState(
+                        "drop the output stream before calling finish".into(),
+                    )));
+                }
+                (writer, commit)
             }
             FileState::Done => {
                 return Ok(Err(OutputError::WrongState(
@@ -261,35 +286,22 @@ impl HostFile for JobState {
                 )));
             }
         };
-        if stream_alive.load(Ordering::Acquire) {
-            output.state = FileState::Streaming {
-                writer,
-                stream_alive,
-            };
-            return Ok(Err(OutputError::WrongState(
-                "drop the output stream before calling finish".into(),
-            )));
-        }
         let spec = output.spec.clone();
+        let _ = commit.send(());
         let written = match writer.await {
             Ok(Ok(written)) => written,
             Ok(Err(error)) => return Ok(Err(OutputError::Failed(error.0))),
             Err(join) => {
-                return Ok(Err(OutputError::Failed(format!(
-                    "writer task failed: {join}"
-                ))));
+                let why = format!("writer task failed: {join}");
+                return Ok(Err(OutputError::Failed(why)));
             }
-        };
-        let location = match written.file.commit(written.length, &written.sha256).await {
-            Ok(location) => location,
-            Err(error) => return Ok(Err(OutputError::Failed(error.0))),
         };
         self.outputs.stored.push(StoredFile {
             name: spec.name,
             content_type: spec.content_type,
             length: written.length,
             sha256: written.sha256,
-            location,
+            location: written.location,
         });
         Ok(Ok(written.length))
     }
@@ -299,8 +311,8 @@ impl HostFile for JobState {
         if !matches!(output.state, FileState::Done) {
             self.outputs.abandoned.push(output.spec.name);
         }
-        // Dropping the sink file (directly or when its writer task ends)
-        // discards it.
+        // Dropping the sink file (here, or in its writer task when the commit
+        // signal is dropped) discards it.
         Ok(())
     }
 }
@@ -322,15 +334,19 @@ impl SinkStream {
     fn start(
         file: Box<dyn SinkFile>,
         budget: Arc<OutputBudget>,
-    ) -> (
-        SinkStream,
-        JoinHandle<Result<Written, SinkError>>,
-        Arc<AtomicBool>,
-    ) {
+        writers: &TaskTracker,
+    ) -> (SinkStream, FileState) {
         let (sender, receiver) = mpsc::channel(QUEUED_CHUNKS);
         let (written_tx, written) = watch::channel(0);
+        let (commit, commit_rx) = oneshot::channel();
         let failure = Arc::new(Mutex::new(None));
-        let writer = tokio::spawn(write_chunks(file, receiver, written_tx, failure.clone()));
+        let writer = writers.spawn(write_chunks(
+            file,
+            receiver,
+            written_tx,
+            failure.clone(),
+            commit_rx,
+        ));
         let alive = Arc::new(AtomicBool::new(true));
         let stream = SinkStream {
             sender,
@@ -342,7 +358,12 @@ impl SinkStream {
             budget,
             alive: alive.clone(),
         };
-        (stream, writer, alive)
+        let streaming = FileState::Streaming {
+            writer,
+            commit,
+            stream_alive: alive,
+        };
+        (stream, streaming)
     }
 
     fn failure(&self) -> Option<String> {
@@ -353,11 +374,15 @@ impl SinkStream {
     }
 }
 
+/// Moves chunks into the sink file, hashing them; when the stream closes, commits
+/// the file if the guest finished it, else discards it (by dropping it here, so
+/// a job's writers being done means its unfinished files are gone).
 async fn write_chunks(
     mut file: Box<dyn SinkFile>,
     mut chunks: mpsc::Receiver<Bytes>,
     written: watch::Sender<u64>,
     failure: Arc<Mutex<Option<String>>>,
+    commit: oneshot::Receiver<()>,
 ) -> Result<Written, SinkError> {
     let mut hasher = Sha256::new();
     let mut length = 0u64;
@@ -370,10 +395,16 @@ async fn write_chunks(
         }
         written.send_replace(length);
     }
+    if commit.await.is_err() {
+        drop(file);
+        return Err(SinkError("the file was never finished".into()));
+    }
+    let sha256 = hex(&hasher.finalize());
+    let location = file.commit(length, &sha256).await?;
     Ok(Written {
-        file,
         length,
-        sha256: hex(&hasher.finalize()),
+        sha256,
+        location,
     })
 }
 

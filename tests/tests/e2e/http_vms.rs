@@ -1,0 +1,206 @@
+//! The reference guest, inside the runtime, against camera-sim.
+
+use std::time::Duration;
+
+use corral::guest::JobOutcome;
+use corral::protocol::{DiscoveryResult, JobType};
+use corral_camera_sim::{FaultSettings, SimConfig, recording};
+use corral_tests::{Harness, job, media_job, unix_millis};
+use sha2::{Digest, Sha256};
+use time::macros::datetime;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_lists_the_devices_camera_sim_knows() {
+    let harness = Harness::start(SimConfig::with_devices(6)).await;
+    let report = harness.run(&job("d1", JobType::Discovery, None)).await;
+    let JobOutcome::Discovered(devices) = &report.outcome else {
+        panic!("discovery failed: {:?}", report.outcome);
+    };
+    let expected = &harness.sim.config().devices;
+    assert_eq!(devices.len(), expected.len());
+    for (device, sim) in devices.iter().zip(expected) {
+        assert_eq!(device.device_id, sim.id);
+        assert_eq!(device.name, sim.name);
+        assert_eq!(device.manufacturer, sim.make);
+        assert_eq!(device.model, sim.model);
+        assert_eq!(device.latitude, Some(sim.latitude));
+        assert_eq!(device.longitude, Some(sim.longitude));
+    }
+    // The host wrote PROTOCOL.md's discovery file from the list.
+    let file = &report.files[0];
+    assert_eq!(file.name, DiscoveryResult::FILE_NAME);
+    let stored: DiscoveryResult =
+        serde_json::from_slice(&std::fs::read(&file.location).unwrap()).unwrap();
+    assert_eq!(&stored.devices, devices);
+    assert_eq!((report.progress.done, report.progress.total), (6, 6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thumbnail_decodes_as_a_jpeg_of_the_camera() {
+    let harness = Harness::start(SimConfig::with_devices(2)).await;
+    let report = harness
+        .run(&job("t1", JobType::Thumbnail, Some("cam-0002")))
+        .await;
+    assert_eq!(
+        report.outcome,
+        JobOutcome::Completed,
+        "{:?}",
+        report.log_tail
+    );
+    let [file] = report.files.as_slice() else {
+        panic!("expected one file, got {:?}", report.files);
+    };
+    assert_eq!(file.content_type, "image/jpeg");
+    let bytes = std::fs::read(&file.location).unwrap();
+    assert_eq!(bytes.len() as u64, file.length);
+    assert_eq!(format!("{:x}", Sha256::digest(&bytes)), file.sha256);
+    let mut decoder = jpeg_decoder::Decoder::new(bytes.as_slice());
+    let pixels = decoder.decode().expect("the thumbnail decodes as a JPEG");
+    let info = decoder.info().unwrap();
+    assert_eq!((info.width, info.height), (320, 180));
+    assert_eq!(pixels.len(), 320 * 180 * 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_minute_recording_equals_the_cameras_bytes() {
+    let config = SimConfig {
+        bitrate_bps: 256_000,
+        ..SimConfig::with_devices(2)
+    };
+    let harness = Harness::start(config).await;
+    let start = datetime!(2026-11-20 10:00 UTC);
+    let job = media_job("m1", "cam-0001", start, Duration::from_secs(300));
+    let report = harness.run(&job).await;
+    assert_eq!(
+        report.outcome,
+        JobOutcome::Completed,
+        "{:?}",
+        report.log_tail
+    );
+    let [file] = report.files.as_slice() else {
+        panic!("expected one file, got {:?}", report.files);
+    };
+    let from = unix_millis(start);
+    let expected = recording::recording("cam-0001", 256_000, from, from + 300_000);
+    assert_eq!(expected.len(), 9_600_000);
+    assert_eq!(file.length, expected.len() as u64);
+    assert_eq!(file.sha256, format!("{:x}", Sha256::digest(&expected)));
+    let written = std::fs::read(&file.location).unwrap();
+    assert!(
+        written == expected,
+        "the file on disk differs from the camera's bytes"
+    );
+    assert_eq!(file.content_type, "video/mp2t");
+    assert_eq!(report.progress.done, report.progress.total);
+    assert_eq!(report.progress.total, expected.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_the_manifest_does_not_grant_is_denied_and_named() {
+    let harness = Harness::start(SimConfig::with_devices(1)).await;
+    // The guest is told to call camera-sim, but its grant names another port.
+    let mut manifest = corral::bundled::http_vms_manifest("http://127.0.0.1:9").unwrap();
+    manifest
+        .settings
+        .insert("base-url".into(), harness.sim.base_url());
+    let guest = harness.guest_with(manifest);
+    let report = harness
+        .run_with(&guest, &job("d2", JobType::Discovery, None))
+        .await;
+    let JobOutcome::Failed(message) = &report.outcome else {
+        panic!("expected a failure, got {:?}", report.outcome);
+    };
+    let origin = format!(
+        "http://{} is not granted by the manifest",
+        harness.sim.addr()
+    );
+    assert!(message.contains(&origin), "{message}");
+    assert!(message.contains("HttpRequestDenied"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_device_is_unsupported_and_a_dead_camera_unavailable() {
+    let harness = Harness::start(SimConfig::with_devices(1)).await;
+    let report = harness
+        .run(&job("t2", JobType::Thumbnail, Some("cam-9999")))
+        .await;
+    assert!(
+        matches!(report.outcome, JobOutcome::Unsupported(ref why) if why.contains("404")),
+        "{:?}",
+        report.outcome
+    );
+
+    harness.sim.faults().set(FaultSettings {
+        fail_status: Some(503),
+        ..Default::default()
+    });
+    let report = harness
+        .run(&job("t3", JobType::Thumbnail, Some("cam-0001")))
+        .await;
+    assert!(
+        matches!(report.outcome, JobOutcome::Unavailable(ref why) if why.contains("503")),
+        "{:?}",
+        report.outcome
+    );
+    assert!(
+        harness.files().is_empty(),
+        "nothing is stored: {:?}",
+        harness.files()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_cut_mid_stream_keeps_no_file() {
+    let harness = Harness::start(SimConfig::with_devices(1)).await;
+    harness.sim.faults().set(FaultSettings {
+        cut_after_bytes: Some(3_000_000),
+        ..Default::default()
+    });
+    let start = datetime!(2026-11-20 10:00 UTC);
+    let report = harness
+        .run(&media_job("m2", "cam-0001", start, Duration::from_secs(60)))
+        .await;
+    assert!(
+        matches!(report.outcome, JobOutcome::Unavailable(ref why) if why.contains("interrupted")),
+        "{:?}",
+        report.outcome
+    );
+    assert!(report.files.is_empty());
+    assert!(
+        harness.files().is_empty(),
+        "no file or partial file is left: {:?}",
+        harness.files()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_camera_credentials_fail_with_the_status() {
+    let harness = Harness::start(SimConfig::with_devices(1)).await;
+    let mut manifest = corral::bundled::http_vms_manifest(&harness.sim.base_url()).unwrap();
+    manifest.http[0].credentials = Some("no-such-secret".into());
+    let guest = harness.guest_with(manifest);
+    let report = harness
+        .run_with(&guest, &job("d3", JobType::Discovery, None))
+        .await;
+    assert!(
+        matches!(report.outcome, JobOutcome::Failed(ref why) if why.contains("401")),
+        "{:?}",
+        report.outcome
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_type_the_guest_does_not_serve_is_unsupported() {
+    let harness = Harness::start(SimConfig::with_devices(1)).await;
+    let mut manifest = corral::bundled::http_vms_manifest(&harness.sim.base_url()).unwrap();
+    manifest.jobs = vec![JobType::Discovery];
+    let guest = harness.guest_with(manifest);
+    let report = harness
+        .run_with(&guest, &job("t4", JobType::Thumbnail, Some("cam-0001")))
+        .await;
+    assert!(
+        matches!(report.outcome, JobOutcome::Unsupported(ref why) if why.contains("does not serve thumbnail")),
+        "{:?}",
+        report.outcome
+    );
+}
