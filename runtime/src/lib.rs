@@ -8,6 +8,7 @@
 //! [`OutputSink`](sink::OutputSink).
 
 pub mod bundled;
+pub mod client;
 pub mod engine;
 pub mod guest;
 pub mod manifest;
@@ -15,3 +16,4 @@ pub mod protocol;
 pub mod sandbox;
 pub mod secrets;
 pub mod sink;
+pub mod upload;

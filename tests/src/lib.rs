@@ -18,6 +18,8 @@ use corral::sink::{DirSink, OutputSink};
 use corral_camera_sim::{CameraSim, SimConfig};
 use time::OffsetDateTime;
 
+pub mod blockstore;
+
 /// A camera-sim, a runtime and the http-vms guest wired to them.
 pub struct Harness {
     /// The simulated camera system.

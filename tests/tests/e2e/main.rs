@@ -4,3 +4,4 @@
 mod camera_sim;
 mod http_vms;
 mod loading;
+mod upload;

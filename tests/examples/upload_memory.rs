@@ -1,0 +1,60 @@
+//! `cargo run --release -p corral-tests --example upload_memory [GiB]`
+//!
+//! Uploads a generated stream (1 GiB by default) through the whole pipeline to
+//! a loopback server that discards it, and prints the peak resident memory
+//! (VmHWM) above the baseline taken just before the upload.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use corral::client::wire::FileKind;
+use corral::client::{JobUploads, RegistryHttp};
+use corral::sink::{OutputSink, OutputSpec};
+use corral::upload::{UploadConfig, UploadSink};
+use corral_envelope::keys::WrapAlgorithm;
+use corral_tests::blockstore::{BlockStore, Keep};
+
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|line| line.starts_with(field))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let gib: u64 = std::env::args()
+        .nth(1)
+        .and_then(|arg| arg.parse().ok())
+        .unwrap_or(1);
+    let store = BlockStore::start(WrapAlgorithm::RsaOaep, Keep::Nothing).await;
+    let http = RegistryHttp::new(&store.base_url(), "example").expect("client");
+    let uploads = JobUploads::new(http, "job", "lock", FileKind::Media, None, None);
+    let sink = UploadSink::new(Arc::new(uploads), UploadConfig::default());
+    let spec = OutputSpec {
+        name: "big.ts".into(),
+        content_type: "video/mp2t".into(),
+    };
+    let chunk = Bytes::from(vec![0x47u8; 1 << 20]);
+    let baseline = status_kib("VmRSS:");
+    let started = Instant::now();
+    let mut file = sink.create(&spec).await.expect("initialize");
+    for _ in 0..gib * 1024 {
+        file.write(chunk.clone()).await.expect("write");
+    }
+    file.commit(gib << 30, "").await.expect("commit");
+    let elapsed = started.elapsed();
+    let peak = status_kib("VmHWM:");
+    println!(
+        "uploaded {gib} GiB in {:.2} s ({:.2} GB/s); peak RSS {} MiB, {} MiB above the baseline of {} MiB",
+        elapsed.as_secs_f64(),
+        (gib << 30) as f64 / elapsed.as_secs_f64() / 1e9,
+        peak / 1024,
+        peak.saturating_sub(baseline) / 1024,
+        baseline / 1024
+    );
+}

@@ -1,0 +1,191 @@
+//! The upload pipeline against a loopback server: interop with the Azure SDK's
+//! reader, retries under faults, a lost lock, and a guest's output uploaded.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use corral::client::wire::FileKind;
+use corral::client::{JobUploads, RegistryHttp};
+use corral::sink::{OutputSink, OutputSpec, SinkError};
+use corral::upload::retry::RetryPolicy;
+use corral::upload::{UploadConfig, UploadSink};
+use corral_envelope::REGION_LEN;
+use corral_envelope::keys::WrapAlgorithm;
+use corral_tests::blockstore::{BlockStore, Keep};
+use sha2::{Digest, Sha256};
+
+fn sink(store: &BlockStore) -> UploadSink {
+    let http = RegistryHttp::new(&store.base_url(), "test-token").unwrap();
+    let uploads = JobUploads::new(
+        http,
+        "job-1",
+        "lock-1",
+        FileKind::Media,
+        Some("cam-0001".into()),
+        None,
+    );
+    let config = UploadConfig {
+        blocks_in_flight: 4,
+        retry: RetryPolicy {
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(50),
+            deadline: Duration::from_secs(60),
+        },
+    };
+    UploadSink::new(Arc::new(uploads), config)
+}
+
+/// Uploads `bytes` in chunks of `chunk` bytes; returns the file id.
+async fn upload(sink: &UploadSink, bytes: &[u8], chunk: usize) -> Result<String, SinkError> {
+    let spec = OutputSpec {
+        name: "clip.ts".into(),
+        content_type: "video/mp2t".into(),
+    };
+    let mut file = sink.create(&spec).await?;
+    for part in bytes.chunks(chunk.max(1)) {
+        file.write(Bytes::copy_from_slice(part)).await?;
+    }
+    let sha256 = format!("{:x}", Sha256::digest(bytes));
+    file.commit(bytes.len() as u64, &sha256).await
+}
+
+fn sample(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
+        .collect()
+}
+
+fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("CORRAL_PYTHON") {
+        return python.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/interop-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the interop test needs azure-storage-blob: run `bash scripts/test.sh`, which makes target/interop-venv \
+         (or set CORRAL_PYTHON to a python with azure-storage-blob)"
+    );
+    venv
+}
+
+/// Decrypts a committed file with azure-storage-blob's reader.
+fn azure_decrypt(
+    dir: &Path,
+    file: &corral_tests::blockstore::CommittedFile,
+    length: usize,
+) -> Vec<u8> {
+    let ciphertext = dir.join("ciphertext");
+    let metadata = dir.join("encryption-data.json");
+    let jwk = dir.join("kek.json");
+    let out = dir.join("plaintext");
+    std::fs::write(&ciphertext, &file.ciphertext).unwrap();
+    std::fs::write(
+        &metadata,
+        serde_json::to_vec(&file.encryption_data).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&jwk, &file.private_jwk).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/azure_decrypt.py");
+    let output = std::process::Command::new(python())
+        .arg(script)
+        .args([&ciphertext, &metadata, &jwk])
+        .arg(length.to_string())
+        .arg(&out)
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "the Azure SDK could not decrypt: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read(out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_at_region_edges_decrypt_with_the_azure_sdk() {
+    let sizes = [
+        0,
+        1,
+        REGION_LEN - 1,
+        REGION_LEN,
+        REGION_LEN + 1,
+        9 * (1 << 20) + 123,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for algorithm in [WrapAlgorithm::RsaOaep, WrapAlgorithm::A256Kw] {
+        let store = BlockStore::start(algorithm, Keep::Everything).await;
+        let sink = sink(&store);
+        for (i, &size) in sizes.iter().enumerate() {
+            let plaintext = sample(size, i as u8);
+            let file_id = upload(&sink, &plaintext, 1 << 20).await.unwrap();
+            let committed = store.committed(&file_id).expect("committed");
+            assert_eq!(
+                committed.ciphertext.len() as u64,
+                corral_envelope::encrypted_len(size as u64)
+            );
+            assert!(
+                committed.plaintext == plaintext,
+                "our decryptor, {size} bytes, {algorithm:?}"
+            );
+            let azure = azure_decrypt(dir.path(), &committed, size);
+            assert!(
+                azure == plaintext,
+                "azure-storage-blob, {size} bytes, {algorithm:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_write_sizes_make_the_same_regions() {
+    let store = BlockStore::start(WrapAlgorithm::A256Kw, Keep::Everything).await;
+    let sink = sink(&store);
+    let plaintext = sample(2 * REGION_LEN + 5000, 9);
+    for chunk in [1, 4095, 777_777, 5 * REGION_LEN] {
+        let file_id = upload(
+            &sink,
+            &plaintext[..if chunk == 1 { 70_000 } else { plaintext.len() }],
+            chunk,
+        )
+        .await
+        .unwrap();
+        let committed = store.committed(&file_id).unwrap();
+        let expected = if chunk == 1 {
+            &plaintext[..70_000]
+        } else {
+            &plaintext[..]
+        };
+        assert!(committed.plaintext == expected, "chunks of {chunk}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flaky_block_uploads_are_retried_into_a_correct_file() {
+    let store = BlockStore::start(WrapAlgorithm::A256Kw, Keep::Everything).await;
+    store.set_fault_rate(0.3);
+    let plaintext = sample(20 * (1 << 20) + 17, 3);
+    let file_id = upload(&sink(&store), &plaintext, 1 << 20).await.unwrap();
+    assert!(
+        store
+            .stats()
+            .faults
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "faults were injected"
+    );
+    assert!(store.committed(&file_id).unwrap().plaintext == plaintext);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lock_stops_the_upload_and_commits_nothing() {
+    let store = BlockStore::start(WrapAlgorithm::A256Kw, Keep::Everything).await;
+    store.lose_lock();
+    let error = upload(&sink(&store), &sample(10 * (1 << 20), 1), 1 << 20)
+        .await
+        .unwrap_err();
+    assert!(error.0.contains("the lock is lost"), "{error}");
+    assert!(error.0.contains("409"), "{error}");
+    assert_eq!(store.committed_count(), 0);
+}
