@@ -24,7 +24,7 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let store = tokio.block_on(BlockStore::start(WrapAlgorithm::RsaOaep, Keep::Nothing));
+    let store = tokio.block_on(BlockStore::start(WrapAlgorithm::A256Kw, Keep::Nothing));
     let http = RegistryHttp::new(&store.base_url(), "bench").expect("client");
     let uploads = JobUploads::new(http, "job", "lock", FileKind::Media, None, None);
     let sink = UploadSink::new(Arc::new(uploads), UploadConfig::default());

@@ -2,7 +2,9 @@
 //!
 //! Uploads a generated stream (1 GiB by default) through the whole pipeline to
 //! a loopback server that discards it, and prints the peak resident memory
-//! (VmHWM) above the baseline taken just before the upload.
+//! (VmHWM) of the uploading process above the baseline taken just before the
+//! upload. The server runs in a child process (this program with `--serve`),
+//! so its buffers are not counted as the agent's.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,14 +27,39 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Serves until stdin closes, printing the base URL first.
+async fn serve() {
+    let store = BlockStore::start(WrapAlgorithm::A256Kw, Keep::Nothing).await;
+    println!("{}", store.base_url());
+    let mut stdin = tokio::io::stdin();
+    let _ = tokio::io::AsyncReadExt::read(&mut stdin, &mut [0u8; 1]).await;
+}
+
+/// Starts the server process and reads its URL.
+fn start_server() -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .arg("--serve")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("server process starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("server prints its URL");
+    (child, line.trim().to_string())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let gib: u64 = std::env::args()
-        .nth(1)
-        .and_then(|arg| arg.parse().ok())
-        .unwrap_or(1);
-    let store = BlockStore::start(WrapAlgorithm::RsaOaep, Keep::Nothing).await;
-    let http = RegistryHttp::new(&store.base_url(), "example").expect("client");
+    let arg = std::env::args().nth(1);
+    if arg.as_deref() == Some("--serve") {
+        return serve().await;
+    }
+    let gib: u64 = arg.and_then(|arg| arg.parse().ok()).unwrap_or(1);
+    let (mut server, url) = start_server();
+    let http = RegistryHttp::new(&url, "example").expect("client");
     let uploads = JobUploads::new(http, "job", "lock", FileKind::Media, None, None);
     let sink = UploadSink::new(Arc::new(uploads), UploadConfig::default());
     let spec = OutputSpec {
@@ -57,4 +84,6 @@ async fn main() {
         peak.saturating_sub(baseline) / 1024,
         baseline / 1024
     );
+    drop(server.stdin.take());
+    let _ = server.wait();
 }

@@ -196,6 +196,17 @@ async fn handle(state: &State, request: Request<Incoming>) -> Answer {
         return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route");
     };
     let segments: Vec<String> = rest.split('/').map(percent_decode).collect();
+    if state.keep == Keep::Nothing && method == hyper::Method::PUT {
+        // Count the block as it streams by, holding none of it.
+        let mut body = request.into_body();
+        let mut length = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(std::io::Error::other)?;
+            length += frame.data_ref().map_or(0, |data| data.len() as u64);
+        }
+        state.stats.block_bytes.fetch_add(length, Ordering::Relaxed);
+        return answer(StatusCode::CREATED, "");
+    }
     let body = match Limited::new(request.into_body(), MAX_BLOCK_LEN + 1)
         .collect()
         .await

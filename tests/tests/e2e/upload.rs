@@ -189,3 +189,49 @@ async fn a_lost_lock_stops_the_upload_and_commits_nothing() {
     assert!(error.0.contains("409"), "{error}");
     assert_eq!(store.committed_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guests_recording_is_uploaded_encrypted_and_decrypts_to_the_cameras_bytes() {
+    use corral::guest::{JobEnv, JobOutcome};
+    use corral::sandbox::progress;
+    use corral_camera_sim::{SimConfig, recording};
+    use corral_tests::{Harness, media_job, unix_millis};
+    use time::macros::datetime;
+
+    let harness = Harness::start(SimConfig::with_devices(1)).await;
+    let store = BlockStore::start(WrapAlgorithm::RsaOaep, Keep::Everything).await;
+    let start = datetime!(2026-11-20 10:00 UTC);
+    let job = media_job("m-up", "cam-0001", start, Duration::from_secs(20));
+    // The same guest, the same job: only the sink differs from run-job's.
+    let env = JobEnv {
+        sink: Arc::new(sink(&store)),
+        secrets: harness.secrets.clone(),
+        progress: progress::channel().0,
+    };
+    let report = harness.guest.run(&job, env).await;
+    assert_eq!(
+        report.outcome,
+        JobOutcome::Completed,
+        "{:?}",
+        report.log_tail
+    );
+    let [file] = report.files.as_slice() else {
+        panic!("one file expected: {:?}", report.files);
+    };
+    let committed = store
+        .committed(&file.location)
+        .expect("committed under its file id");
+    let from = unix_millis(start);
+    let expected = recording::recording(
+        "cam-0001",
+        harness.sim.config().bitrate_bps,
+        from,
+        from + 20_000,
+    );
+    assert_eq!(committed.name, file.name);
+    assert!(
+        committed.plaintext == expected,
+        "the registry's plaintext is the camera's bytes"
+    );
+    assert_eq!(file.sha256, format!("{:x}", Sha256::digest(&expected)));
+}
