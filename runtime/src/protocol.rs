@@ -1,9 +1,11 @@
-//! The registry's job record, as PROTOCOL.md spells it. Every JSON name of the
-//! job lives here and nowhere else in the agent.
+//! PROTOCOL.md, client side: every path and JSON name of the registry's Agent
+//! protocol lives here and nowhere else in the agent. If the real service turns
+//! out to differ, this module alone changes.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use corral_envelope::EncryptionData;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -239,6 +241,331 @@ mod rfc3339_option {
     }
 }
 
+/// The prefix of every agent call, after the registry's base URL.
+pub const API_PREFIX: &str = "/agentservice/api/v1";
+
+/// Which Initialize call a file needs (the upload kind matches the job type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// InitializeMediaUpload.
+    Media,
+    /// InitializeThumbnailUpload.
+    Thumbnail,
+    /// InitializeDiscoveryUpload.
+    Discovery,
+}
+
+impl FileKind {
+    /// The path segment of the Initialize call.
+    pub fn segment(self) -> &'static str {
+        match self {
+            FileKind::Media => "media",
+            FileKind::Thumbnail => "thumbnail",
+            FileKind::Discovery => "discovery",
+        }
+    }
+}
+
+/// Percent-encodes one path segment (block ids are base64 and may hold `/`, `+`, `=`).
+pub fn segment(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// `POST /jobs/{jobId}/files/{kind}`.
+pub fn initialize_path(job_id: &str, kind: FileKind) -> String {
+    format!(
+        "{API_PREFIX}/jobs/{}/files/{}",
+        segment(job_id),
+        kind.segment()
+    )
+}
+
+/// `PUT /files/{fileId}/blocks/{blockId}`.
+pub fn block_path(file_id: &str, block_id: &str) -> String {
+    format!(
+        "{API_PREFIX}/files/{}/blocks/{}",
+        segment(file_id),
+        segment(block_id)
+    )
+}
+
+/// `POST /files/{fileId}/complete`.
+pub fn complete_file_path(file_id: &str) -> String {
+    format!("{API_PREFIX}/files/{}/complete", segment(file_id))
+}
+
+/// Body of an Initialize call.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitializeUpload<'a> {
+    /// The job's lock token.
+    pub lock_token: &'a str,
+    /// The file's name.
+    pub file_name: &'a str,
+    /// Its MIME type.
+    pub content_type: &'a str,
+    /// The device, when the job has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<&'a str>,
+    /// Start of the recording (media).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time_utc: Option<&'a str>,
+    /// End of the recording (media).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time_utc: Option<&'a str>,
+}
+
+/// Answer of an Initialize call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitializedFile {
+    /// The new file's id.
+    pub file_id: String,
+    /// The key-encryption key, a JsonWebKey object.
+    pub json_web_key: serde_json::Value,
+}
+
+/// Body of "complete file".
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompleteFile<'a> {
+    /// The job's lock token.
+    pub lock_token: &'a str,
+    /// Block ids in order.
+    pub block_ids: &'a [String],
+    /// The encryption metadata (Azure's PascalCase inside).
+    pub encryption_data: &'a EncryptionData,
+    /// Plaintext length.
+    pub content_length: u64,
+}
+
+/// An error answer, `{"error","message"}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ErrorBody {
+    /// A code such as `LOCK_LOST`.
+    #[serde(default)]
+    pub error: String,
+    /// Human text.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// `GET /agents/{agentId}/jobs[?type=a,b&max=N]`.
+pub fn jobs_path(agent_id: &str, types: &[JobType], max: Option<usize>) -> String {
+    let mut path = format!("{API_PREFIX}/agents/{}/jobs", segment(agent_id));
+    let mut query = Vec::new();
+    if !types.is_empty() {
+        let names: Vec<&str> = types.iter().map(|job| job.as_str()).collect();
+        query.push(format!("type={}", names.join(",")));
+    }
+    if let Some(max) = max {
+        query.push(format!("max={max}"));
+    }
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
+    }
+    path
+}
+
+/// The calls made on one job: `POST /jobs/{jobId}/{call}` (progress is a PUT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobCall {
+    /// `POST .../lock`.
+    Lock,
+    /// `PUT .../progress`.
+    Progress,
+    /// `POST .../renew`.
+    Renew,
+    /// `POST .../complete`.
+    Complete,
+    /// `POST .../cancel`.
+    Cancel,
+    /// `POST .../release`.
+    Release,
+}
+
+impl JobCall {
+    /// The last path segment.
+    pub fn segment(self) -> &'static str {
+        match self {
+            JobCall::Lock => "lock",
+            JobCall::Progress => "progress",
+            JobCall::Renew => "renew",
+            JobCall::Complete => "complete",
+            JobCall::Cancel => "cancel",
+            JobCall::Release => "release",
+        }
+    }
+
+    /// The HTTP method.
+    pub fn method(self) -> http::Method {
+        match self {
+            JobCall::Progress => http::Method::PUT,
+            _ => http::Method::POST,
+        }
+    }
+}
+
+/// The path of `call` on `job_id`.
+pub fn job_call_path(job_id: &str, call: JobCall) -> String {
+    format!("{API_PREFIX}/jobs/{}/{}", segment(job_id), call.segment())
+}
+
+/// Body of `lock`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockRequest {
+    /// This agent.
+    pub agent_id: String,
+    /// Lease asked for.
+    pub lock_duration_seconds: u64,
+    /// Drawn per attempt, kept across retries of that attempt.
+    pub request_id: String,
+}
+
+/// Answer of `lock`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockGranted {
+    /// The token later calls carry.
+    pub lock_token: String,
+    /// When the lease ends unless renewed.
+    #[serde(with = "rfc3339")]
+    pub lock_expiration_utc: OffsetDateTime,
+}
+
+/// Body of `progress`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressRequest {
+    /// The lock token.
+    pub lock_token: String,
+    /// Units done.
+    pub task_progress: u64,
+    /// Units in all.
+    pub task_total: u64,
+}
+
+/// Body of `renew`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenewRequest {
+    /// The lock token.
+    pub lock_token: String,
+    /// New lease asked for.
+    pub lock_duration_seconds: u64,
+}
+
+/// Answer of `renew`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Renewed {
+    /// The new end of the lease.
+    #[serde(with = "rfc3339")]
+    pub lock_expiration_utc: OffsetDateTime,
+}
+
+/// The final states `complete` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompletionState {
+    /// All done.
+    Completed,
+    /// Partly done.
+    PartiallyCompleted,
+    /// Not done.
+    Failed,
+}
+
+/// Body of `complete`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompleteRequest {
+    /// The lock token.
+    pub lock_token: String,
+    /// The final state.
+    pub state: CompletionState,
+    /// Why, for `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Body of `cancel`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelRequest {
+    /// The lock token.
+    pub lock_token: String,
+    /// Why the job can never be done (required, not empty).
+    pub reason: String,
+}
+
+/// Body of `release`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseRequest {
+    /// The lock token.
+    pub lock_token: String,
+}
+
+/// The token endpoint's path under a security token service base address.
+pub const TOKEN_PATH: &str = "/token";
+/// RFC 7523's grant type.
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// The simple grant type.
+pub const CLIENT_CREDENTIALS_GRANT: &str = "client_credentials";
+
+/// An OAuth2 token answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenAnswer {
+    /// The bearer token.
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// An OAuth2 error answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OAuthError {
+    /// `invalid_client`, `invalid_grant`, `server_error`, ...
+    #[serde(default)]
+    pub error: String,
+    /// Human text.
+    #[serde(default)]
+    pub error_description: String,
+}
+
+mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    pub fn serialize<S: Serializer>(
+        value: &OffsetDateTime,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format_rfc3339(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<OffsetDateTime, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        OffsetDateTime::parse(&text, &Rfc3339)
+            .map_err(|error| serde::de::Error::custom(format!("`{text}` is not RFC 3339: {error}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,5 +610,83 @@ mod tests {
                 "{error:?} should contain {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn job_paths_match_protocol_md() {
+        assert_eq!(
+            jobs_path(
+                "agent-1",
+                &[JobType::MediaRequest, JobType::Thumbnail],
+                Some(5)
+            ),
+            "/agentservice/api/v1/agents/agent-1/jobs?type=mediarequest,thumbnail&max=5"
+        );
+        assert_eq!(
+            jobs_path("a", &[], None),
+            "/agentservice/api/v1/agents/a/jobs"
+        );
+        assert_eq!(
+            job_call_path("j 1", JobCall::Renew),
+            "/agentservice/api/v1/jobs/j%201/renew"
+        );
+        assert_eq!(JobCall::Progress.method(), http::Method::PUT);
+        let lock = serde_json::to_string(&LockRequest {
+            agent_id: "a".into(),
+            lock_duration_seconds: 60,
+            request_id: "r".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            lock,
+            r#"{"agentId":"a","lockDurationSeconds":60,"requestId":"r"}"#
+        );
+        let progress = serde_json::to_string(&ProgressRequest {
+            lock_token: "t".into(),
+            task_progress: 1,
+            task_total: 2,
+        })
+        .unwrap();
+        assert_eq!(
+            progress,
+            r#"{"lockToken":"t","taskProgress":1,"taskTotal":2}"#
+        );
+    }
+
+    #[test]
+    fn paths_match_protocol_md() {
+        assert_eq!(
+            initialize_path("j1", FileKind::Media),
+            "/agentservice/api/v1/jobs/j1/files/media"
+        );
+        assert_eq!(
+            block_path("f1", "AAAAAAAAAD8="),
+            "/agentservice/api/v1/files/f1/blocks/AAAAAAAAAD8%3D"
+        );
+        assert_eq!(
+            block_path("f1", "a/b+"),
+            "/agentservice/api/v1/files/f1/blocks/a%2Fb%2B"
+        );
+        assert_eq!(
+            complete_file_path("f/1"),
+            "/agentservice/api/v1/files/f%2F1/complete"
+        );
+    }
+
+    #[test]
+    fn bodies_use_camel_case() {
+        let body = InitializeUpload {
+            lock_token: "t",
+            file_name: "a.ts",
+            content_type: "video/mp2t",
+            device_id: Some("cam-1"),
+            start_time_utc: None,
+            end_time_utc: None,
+        };
+        let json = serde_json::to_string(&body).unwrap();
+        assert_eq!(
+            json,
+            r#"{"lockToken":"t","fileName":"a.ts","contentType":"video/mp2t","deviceId":"cam-1"}"#
+        );
     }
 }

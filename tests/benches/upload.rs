@@ -7,8 +7,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use corral::client::wire::FileKind;
-use corral::client::{JobUploads, RegistryHttp};
 use corral::sink::{OutputSink, OutputSpec};
 use corral::upload::{UploadConfig, UploadSink};
 use corral_envelope::keys::WrapAlgorithm;
@@ -25,9 +23,7 @@ fn benches(c: &mut Criterion) {
         .build()
         .expect("tokio runtime");
     let store = tokio.block_on(BlockStore::start(WrapAlgorithm::A256Kw, Keep::Nothing));
-    let http = RegistryHttp::new(&store.base_url(), "bench").expect("client");
-    let uploads = JobUploads::new(http, "job", "lock", FileKind::Media, None, None);
-    let sink = UploadSink::new(Arc::new(uploads), UploadConfig::default());
+    let sink = UploadSink::new(Arc::new(store.uploads()), UploadConfig::default());
     let chunk = Bytes::from(vec![0x47u8; CHUNK]);
     let spec = OutputSpec {
         name: "bench.ts".into(),

@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use corral::client::wire::FileKind;
-use corral::client::{JobUploads, RegistryHttp};
 use corral::sink::{OutputSink, OutputSpec};
 use corral::upload::{UploadConfig, UploadSink};
 use corral_envelope::keys::WrapAlgorithm;
@@ -59,8 +57,7 @@ async fn main() {
     }
     let gib: u64 = arg.and_then(|arg| arg.parse().ok()).unwrap_or(1);
     let (mut server, url) = start_server();
-    let http = RegistryHttp::new(&url, "example").expect("client");
-    let uploads = JobUploads::new(http, "job", "lock", FileKind::Media, None, None);
+    let uploads = corral_tests::blockstore::uploads_for(&url);
     let sink = UploadSink::new(Arc::new(uploads), UploadConfig::default());
     let spec = OutputSpec {
         name: "big.ts".into(),

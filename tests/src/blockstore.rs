@@ -109,6 +109,54 @@ impl BlockStore {
         format!("http://{}", self.addr)
     }
 
+    /// A registry client of this server (tokens by client credentials).
+    pub fn client(&self) -> corral::client::RegistryClient {
+        client_for(&self.base_url())
+    }
+
+    /// Uploads for a media job through this server.
+    pub fn uploads(&self) -> corral::client::JobUploads {
+        uploads_for(&self.base_url())
+    }
+}
+
+/// A registry client of the block store at `base_url` (tokens by client credentials).
+pub fn client_for(base_url: &str) -> corral::client::RegistryClient {
+    {
+        use corral::client::auth::{Credentials, TokenSource};
+        use corral::client::http::HttpClient;
+        let http = HttpClient::new(None).expect("HTTP client");
+        let credentials = Credentials::ClientSecret {
+            client_id: "test".into(),
+            secret: "secret".into(),
+        };
+        let tokens = TokenSource::new(
+            http.clone(),
+            &format!("{base_url}/connect/token"),
+            credentials,
+        );
+        let retry = corral::client::retry::RetryPolicy {
+            base: std::time::Duration::from_millis(5),
+            cap: std::time::Duration::from_millis(50),
+            deadline: std::time::Duration::from_secs(60),
+        };
+        corral::client::RegistryClient::new(http, base_url, "agent-test", tokens, retry)
+    }
+}
+
+/// Uploads for a media job through the block store at `base_url`.
+pub fn uploads_for(base_url: &str) -> corral::client::JobUploads {
+    corral::client::JobUploads::new(
+        client_for(base_url),
+        "job-1",
+        "lock-1",
+        corral::protocol::FileKind::Media,
+        None,
+        None,
+    )
+}
+
+impl BlockStore {
     /// Answers this share (0.0 to 1.0) of block uploads with a 503 or a cut.
     pub fn set_fault_rate(&self, rate: f64) {
         self.state
@@ -192,6 +240,11 @@ struct Complete {
 async fn handle(state: &State, request: Request<Incoming>) -> Answer {
     let path = request.uri().path().to_string();
     let method = request.method().clone();
+    if path == "/connect/token" {
+        // Any client_credentials pair gets a short-lived token.
+        let body = serde_json::json!({ "access_token": "blockstore-token", "token_type": "Bearer", "expires_in": 300 });
+        return answer(StatusCode::OK, body.to_string());
+    }
     let Some(rest) = path.strip_prefix("/agentservice/api/v1/") else {
         return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route");
     };

@@ -1,133 +1,174 @@
-//! Sending requests to the registry and sorting the answers.
+//! HTTP(S) to the registry and its token service: rustls with the system's
+//! roots (plus an optional extra CA for on-premise registries), a connect
+//! timeout and a timeout per call, pooled connections; answers sorted into
+//! [`RegistryError`]s.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use http::{Method, Request, StatusCode, Uri};
+use http::header::RETRY_AFTER;
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::wire::ErrorBody;
-use crate::upload::TransportError;
+use super::RegistryError;
+use crate::protocol::ErrorBody;
 
 /// Largest answer body read (answers are small JSON documents).
-const MAX_ANSWER: usize = 1 << 20;
+const MAX_ANSWER: usize = 16 << 20;
 
-/// A connection-pooling HTTP client bound to one registry and one token.
+/// A pooled HTTP(S) client.
 #[derive(Clone)]
-pub struct RegistryHttp {
-    client: Client<HttpConnector, Full<Bytes>>,
-    base: String,
-    token: HeaderValue,
+pub struct HttpClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
-/// A successful answer.
+/// A 2xx answer.
 #[derive(Debug)]
-pub struct Answer {
+pub struct Reply {
     /// Its status.
     pub status: StatusCode,
     /// Its body.
     pub body: Bytes,
 }
 
-impl RegistryHttp {
-    /// A client for the registry at `base` (`http://host:port`, no trailing
-    /// slash) sending `Authorization: Bearer <token>`.
-    pub fn new(base: &str, token: &str) -> Result<RegistryHttp, String> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        connector.set_nodelay(true);
-        let mut token = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| "the registry token is not a valid header value".to_string())?;
-        token.set_sensitive(true);
-        Ok(RegistryHttp {
+impl HttpClient {
+    /// A client trusting the system's roots and, if given, the PEM
+    /// certificates in `extra_ca`.
+    pub fn new(extra_ca: Option<&Path>) -> Result<HttpClient, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        if let Some(path) = extra_ca {
+            use rustls::pki_types::pem::PemObject;
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|error| format!("cannot read CA file {}: {error}", path.display()))?;
+            for cert in certs {
+                let cert = cert
+                    .map_err(|error| format!("CA file {} is not PEM: {error}", path.display()))?;
+                roots.add(cert).map_err(|error| {
+                    format!(
+                        "CA file {} holds a bad certificate: {error}",
+                        path.display()
+                    )
+                })?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|error| format!("TLS set-up failed: {error}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(HttpClient {
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(connector),
-            base: base.trim_end_matches('/').to_string(),
-            token,
             timeout: Duration::from_secs(60),
         })
     }
 
-    /// Sends one request; 2xx comes back as an [`Answer`], everything else as
-    /// the [`TransportError`] that says what to do about it.
+    /// Sends `request`; a 2xx comes back as a [`Reply`], anything else as the
+    /// [`RegistryError`] that says what to do next. `what` names the call in
+    /// messages (never the token).
     pub async fn send(
         &self,
-        method: Method,
-        path: &str,
-        content_type: &'static str,
-        body: Bytes,
-    ) -> Result<Answer, TransportError> {
-        let what = format!("{method} {path}");
-        let uri: Uri = format!("{}{path}", self.base)
-            .parse()
-            .map_err(|error| TransportError::Rejected(format!("{what}: bad URL: {error}")))?;
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(AUTHORIZATION, self.token.clone())
-            .header(CONTENT_TYPE, content_type)
-            .body(Full::new(body))
-            .map_err(|error| TransportError::Rejected(format!("{what}: {error}")))?;
-        let exchange =
-            async {
-                let response = self.client.request(request).await.map_err(|error| {
-                    TransportError::Transient {
-                        message: format!("{what}: {error}"),
-                        retry_after: None,
-                    }
-                })?;
-                let status = response.status();
-                let retry_after = response
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| value.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
-                    .collect()
-                    .await
-                    .map_err(|error| TransportError::Transient {
-                        message: format!("{what}: answer cut short: {error}"),
-                        retry_after: None,
-                    })?
-                    .to_bytes();
-                Ok::<_, TransportError>((status, retry_after, body))
-            };
+        what: &str,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Reply, RegistryError> {
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|error| {
+                if error.is_connect() {
+                    RegistryError::Unreachable(format!("{what}: {}", source_text(&error)))
+                } else {
+                    RegistryError::transient(format!("{what}: {}", source_text(&error)))
+                }
+            })?;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|error| {
+                    RegistryError::transient(format!("{what}: answer cut short: {error}"))
+                })?
+                .to_bytes();
+            Ok::<_, RegistryError>((status, retry_after, body))
+        };
         let (status, retry_after, body) = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| TransportError::Transient {
-                message: format!("{what}: no answer within {:?}", self.timeout),
-                retry_after: None,
+            .map_err(|_| {
+                RegistryError::transient(format!("{what}: no answer within {:?}", self.timeout))
             })??;
         if status.is_success() {
-            return Ok(Answer { status, body });
+            return Ok(Reply { status, body });
         }
-        let error: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-        let message = format!(
-            "{what}: HTTP {} {} {}",
-            status.as_u16(),
-            error.error,
-            error.message
-        );
-        Err(match status {
-            StatusCode::CONFLICT => TransportError::LockLost(message),
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
-                TransportError::Transient {
-                    message,
-                    retry_after,
-                }
-            }
-            status if status.is_server_error() => TransportError::Transient {
-                message,
-                retry_after,
-            },
-            _ => TransportError::Rejected(message),
-        })
+        Err(classify(what, status, retry_after, &body))
     }
+}
+
+/// The error for a non-2xx answer.
+fn classify(
+    what: &str,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> RegistryError {
+    let error: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let detail = match (error.error.is_empty(), error.message.is_empty()) {
+        (true, true) => String::new(),
+        (false, true) => format!(": {}", error.error),
+        (true, false) => format!(": {}", error.message),
+        (false, false) => format!(": {} ({})", error.message, error.error),
+    };
+    let message = format!("{what} answered {}{detail}", status.as_u16());
+    match status {
+        StatusCode::UNAUTHORIZED => RegistryError::Unauthorized(message),
+        StatusCode::CONFLICT => RegistryError::LockLost(message),
+        StatusCode::GONE => RegistryError::Gone(message),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => RegistryError::Transient {
+            message,
+            retry_after,
+        },
+        status if status.is_server_error() => RegistryError::Transient {
+            message,
+            retry_after,
+        },
+        status => RegistryError::Rejected {
+            status: status.as_u16(),
+            code: error.error,
+            message,
+        },
+    }
+}
+
+/// The innermost cause of a hyper error, which says what actually happened.
+fn source_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text = inner.to_string();
+        source = inner.source();
+    }
+    text
 }

@@ -1,14 +1,406 @@
-//! The registry client: PROTOCOL.md's calls over HTTP.
+//! The registry client: authentication and every call of PROTOCOL.md, with
+//! retries only where the protocol makes them safe.
 //!
-//! [`wire`] holds every path and JSON name of the protocol (and nothing else
-//! does); [`http`] sends requests and sorts answers into
-//! [`TransportError`](crate::upload::TransportError)s; [`uploads`] implements
-//! the upload pipeline's [`BlockTransport`](crate::upload::BlockTransport) for
-//! one locked job.
+//! - [`connection`]: the Clearance connection file;
+//! - [`auth`]: bearer tokens (JWT-bearer assertion or client credentials);
+//! - [`http`]: HTTP(S) with timeouts, answers sorted into [`RegistryError`];
+//! - [`retry`]: capped exponential backoff with jitter inside a deadline;
+//! - [`RegistryClient`]: the typed calls; [`JobUploads`]: the upload calls of
+//!   one locked job as the pipeline's [`BlockTransport`](crate::upload::BlockTransport).
+//!
+//! Paths and JSON names come from [`crate::protocol`], nowhere else.
 
+pub mod auth;
+pub mod connection;
+mod error;
 pub mod http;
+pub mod retry;
 pub mod uploads;
-pub mod wire;
 
-pub use http::RegistryHttp;
-pub use uploads::JobUploads;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use ::http::{Method, Request};
+use bytes::Bytes;
+use http_body_util::Full;
+
+use self::auth::{Credentials, TokenSource};
+use self::connection::ConnectionFile;
+pub use self::error::RegistryError;
+use self::http::HttpClient;
+use self::retry::RetryPolicy;
+pub use self::uploads::JobUploads;
+use crate::protocol::{
+    self, CancelRequest, CompleteFile, CompleteRequest, CompletionState, FileKind,
+    InitializeUpload, InitializedFile, Job, JobCall, JobType, LockGranted, LockRequest,
+    ProgressRequest, ReleaseRequest, RenewRequest, Renewed,
+};
+
+const JSON: &str = "application/json";
+const OCTETS: &str = "application/octet-stream";
+
+/// A random UUID (version 4) in its 8-4-4-4-12 text form.
+pub fn uuid_v4() -> String {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex = crate::sink::hex(&bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// When a call may be sent again after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// The call is idempotent (PROTOCOL.md, "Retries and idempotency").
+    Idempotent,
+    /// Only when nothing was sent (Initialize creates a new file each time).
+    OnlyUnsent,
+}
+
+/// A client of one registry, for one agent id. Cheap to clone.
+#[derive(Clone)]
+pub struct RegistryClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: HttpClient,
+    api: String,
+    agent_id: String,
+    tokens: TokenSource,
+    retry: RetryPolicy,
+}
+
+impl RegistryClient {
+    /// A client of the registry at `api` (its base address) for `agent_id`.
+    pub fn new(
+        http: HttpClient,
+        api: &str,
+        agent_id: &str,
+        tokens: TokenSource,
+        retry: RetryPolicy,
+    ) -> RegistryClient {
+        RegistryClient {
+            inner: Arc::new(Inner {
+                http,
+                api: api.trim_end_matches('/').to_string(),
+                agent_id: agent_id.to_string(),
+                tokens,
+                retry,
+            }),
+        }
+    }
+
+    /// A client set up from a connection file (`api` overrides its first
+    /// ApiBaseAddresses entry when given).
+    pub fn from_connection_file(
+        file: &ConnectionFile,
+        agent_id: &str,
+        api: Option<&str>,
+        extra_ca: Option<&Path>,
+        retry: RetryPolicy,
+    ) -> Result<RegistryClient, String> {
+        let http = HttpClient::new(extra_ca)?;
+        let tokens = TokenSource::new(
+            http.clone(),
+            &file.token_endpoint(),
+            Credentials::from_connection_file(file),
+        );
+        Ok(RegistryClient::new(
+            http,
+            api.unwrap_or(&file.api),
+            agent_id,
+            tokens,
+            retry,
+        ))
+    }
+
+    /// The agent id.
+    pub fn agent_id(&self) -> &str {
+        &self.inner.agent_id
+    }
+
+    /// Gets a token now, so a bad key or an unreachable token service stops
+    /// start-up rather than the first job.
+    pub async fn check(&self) -> Result<(), RegistryError> {
+        self.inner.tokens.token().await.map(drop)
+    }
+
+    /// The available jobs of the given types, oldest first as the registry sends them.
+    pub async fn poll(
+        &self,
+        types: &[JobType],
+        max: Option<usize>,
+    ) -> Result<Vec<Job>, RegistryError> {
+        let path = protocol::jobs_path(&self.inner.agent_id, types, max);
+        let body = self
+            .call(Retry::Idempotent, Method::GET, &path, JSON, Bytes::new())
+            .await?;
+        serde_json::from_slice(&body).map_err(|error| {
+            RegistryError::invalid(format!("GET {path}: unexpected answer: {error}"))
+        })
+    }
+
+    /// Locks `job_id` for `lease`. Retries carry the same request id, so a lost
+    /// answer never makes two locks.
+    pub async fn lock(&self, job_id: &str, lease: Duration) -> Result<LockGranted, RegistryError> {
+        let request = LockRequest {
+            agent_id: self.inner.agent_id.clone(),
+            lock_duration_seconds: lease.as_secs().max(1),
+            request_id: uuid_v4(),
+        };
+        self.job_call(job_id, JobCall::Lock, &request).await
+    }
+
+    /// Reports progress.
+    pub async fn progress(
+        &self,
+        job_id: &str,
+        lock_token: &str,
+        done: u64,
+        total: u64,
+    ) -> Result<(), RegistryError> {
+        let request = ProgressRequest {
+            lock_token: lock_token.to_string(),
+            task_progress: done.min(total),
+            task_total: total,
+        };
+        self.job_call_no_answer(job_id, JobCall::Progress, &request)
+            .await
+    }
+
+    /// Renews the lock for `lease`.
+    pub async fn renew(
+        &self,
+        job_id: &str,
+        lock_token: &str,
+        lease: Duration,
+    ) -> Result<Renewed, RegistryError> {
+        let request = RenewRequest {
+            lock_token: lock_token.to_string(),
+            lock_duration_seconds: lease.as_secs().max(1),
+        };
+        self.job_call(job_id, JobCall::Renew, &request).await
+    }
+
+    /// Completes the job in `state`.
+    pub async fn complete(
+        &self,
+        job_id: &str,
+        lock_token: &str,
+        state: CompletionState,
+        message: Option<String>,
+    ) -> Result<(), RegistryError> {
+        let request = CompleteRequest {
+            lock_token: lock_token.to_string(),
+            state,
+            message,
+        };
+        self.job_call_no_answer(job_id, JobCall::Complete, &request)
+            .await
+    }
+
+    /// Cancels the job: it will never be done.
+    pub async fn cancel(
+        &self,
+        job_id: &str,
+        lock_token: &str,
+        reason: &str,
+    ) -> Result<(), RegistryError> {
+        let reason = if reason.trim().is_empty() {
+            "cancelled by the agent"
+        } else {
+            reason
+        };
+        let request = CancelRequest {
+            lock_token: lock_token.to_string(),
+            reason: reason.to_string(),
+        };
+        self.job_call_no_answer(job_id, JobCall::Cancel, &request)
+            .await
+    }
+
+    /// Releases the job for another try later.
+    pub async fn release(&self, job_id: &str, lock_token: &str) -> Result<(), RegistryError> {
+        let request = ReleaseRequest {
+            lock_token: lock_token.to_string(),
+        };
+        self.job_call_no_answer(job_id, JobCall::Release, &request)
+            .await
+    }
+
+    /// Initialize{Media,Thumbnail,Discovery}Upload.
+    pub async fn initialize(
+        &self,
+        job_id: &str,
+        kind: FileKind,
+        request: &InitializeUpload<'_>,
+    ) -> Result<InitializedFile, RegistryError> {
+        let path = protocol::initialize_path(job_id, kind);
+        let body = serde_json::to_vec(request).expect("request bodies serialize");
+        let answer = self
+            .call(Retry::OnlyUnsent, Method::POST, &path, JSON, body.into())
+            .await?;
+        serde_json::from_slice(&answer).map_err(|error| {
+            RegistryError::invalid(format!("POST {path}: unexpected answer: {error}"))
+        })
+    }
+
+    /// Uploads (or replaces) one block.
+    pub async fn put_block(
+        &self,
+        file_id: &str,
+        block_id: &str,
+        block: Bytes,
+    ) -> Result<(), RegistryError> {
+        let path = protocol::block_path(file_id, block_id);
+        self.call(Retry::Idempotent, Method::PUT, &path, OCTETS, block)
+            .await
+            .map(drop)
+    }
+
+    /// Commits a file.
+    pub async fn complete_file(
+        &self,
+        file_id: &str,
+        request: &CompleteFile<'_>,
+    ) -> Result<(), RegistryError> {
+        let path = protocol::complete_file_path(file_id);
+        let body = serde_json::to_vec(request).expect("request bodies serialize");
+        self.call(Retry::Idempotent, Method::POST, &path, JSON, body.into())
+            .await
+            .map(drop)
+    }
+
+    async fn job_call<B: serde::Serialize, A: serde::de::DeserializeOwned>(
+        &self,
+        job_id: &str,
+        call: JobCall,
+        request: &B,
+    ) -> Result<A, RegistryError> {
+        let path = protocol::job_call_path(job_id, call);
+        let body = serde_json::to_vec(request).expect("request bodies serialize");
+        let answer = self
+            .call(Retry::Idempotent, call.method(), &path, JSON, body.into())
+            .await?;
+        serde_json::from_slice(&answer)
+            .map_err(|error| RegistryError::invalid(format!("{path}: unexpected answer: {error}")))
+    }
+
+    async fn job_call_no_answer<B: serde::Serialize>(
+        &self,
+        job_id: &str,
+        call: JobCall,
+        request: &B,
+    ) -> Result<(), RegistryError> {
+        let path = protocol::job_call_path(job_id, call);
+        let body = serde_json::to_vec(request).expect("request bodies serialize");
+        self.call(Retry::Idempotent, call.method(), &path, JSON, body.into())
+            .await
+            .map(drop)
+    }
+
+    /// Sends one call with a bearer token; a 401 gets one more try with a
+    /// fresh token; transient failures are retried as `retry` allows.
+    async fn call(
+        &self,
+        retry: Retry,
+        method: Method,
+        path: &str,
+        content_type: &'static str,
+        body: Bytes,
+    ) -> Result<Bytes, RegistryError> {
+        let what = format!("{method} {path}");
+        let attempt = || async {
+            let mut refreshed = false;
+            loop {
+                let token = self.inner.tokens.token().await?;
+                match self
+                    .send(&what, &method, path, content_type, body.clone(), &token)
+                    .await
+                {
+                    Err(RegistryError::Unauthorized(_)) if !refreshed => {
+                        self.inner.tokens.invalidate(&token).await;
+                        refreshed = true;
+                    }
+                    other => return other,
+                }
+            }
+        };
+        match retry {
+            Retry::Idempotent => self.inner.retry.run(&what, attempt).await,
+            Retry::OnlyUnsent => {
+                let unsent_only = || async {
+                    match attempt().await {
+                        Err(RegistryError::Transient { message, .. }) => {
+                            Err(RegistryError::Rejected {
+                                status: 0,
+                                code: "NOT_RETRIED".into(),
+                                message: format!(
+                                    "{message} (not retried: the registry may have acted on it)"
+                                ),
+                            })
+                        }
+                        other => other,
+                    }
+                };
+                self.inner.retry.run(&what, unsent_only).await
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        what: &str,
+        method: &Method,
+        path: &str,
+        content_type: &'static str,
+        body: Bytes,
+        token: &str,
+    ) -> Result<Bytes, RegistryError> {
+        let mut authorization =
+            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                RegistryError::Unauthorized("the token is not a valid header value".into())
+            })?;
+        authorization.set_sensitive(true);
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(format!("{}{path}", self.inner.api))
+            .header(AUTHORIZATION, authorization)
+            .header(CONTENT_TYPE, content_type)
+            .body(Full::new(body))
+            .map_err(|error| RegistryError::invalid(format!("{what}: {error}")))?;
+        self.inner
+            .http
+            .send(what, request)
+            .await
+            .map(|reply| reply.body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_version_4_uuids() {
+        let id = uuid_v4();
+        let parts: Vec<&str> = id.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|part| part.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'));
+        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"));
+        assert_ne!(uuid_v4(), id);
+    }
+}

@@ -3,19 +3,15 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use corral_envelope::KeyEncryptionKey;
-use http::Method;
 
-use super::RegistryHttp;
-use super::wire::{self, CompleteFile, FileKind, InitializeUpload, InitializedFile};
+use super::{RegistryClient, RegistryError};
+use crate::protocol::{CompleteFile, FileKind, InitializeUpload};
 use crate::sink::OutputSpec;
-use crate::upload::{BlockTransport, FileCommit, TransportError, UploadTarget};
-
-const JSON: &str = "application/json";
-const OCTETS: &str = "application/octet-stream";
+use crate::upload::{BlockTransport, FileCommit, UploadTarget};
 
 /// Uploads for one job held under one lock token.
 pub struct JobUploads {
-    http: RegistryHttp,
+    client: RegistryClient,
     job_id: String,
     lock_token: String,
     kind: FileKind,
@@ -27,7 +23,7 @@ impl JobUploads {
     /// Uploads of `kind` files for `job_id` under `lock_token`; `device_id`
     /// and `range` (RFC 3339 strings) are sent with each Initialize call.
     pub fn new(
-        http: RegistryHttp,
+        client: RegistryClient,
         job_id: &str,
         lock_token: &str,
         kind: FileKind,
@@ -35,7 +31,7 @@ impl JobUploads {
         range: Option<(String, String)>,
     ) -> JobUploads {
         JobUploads {
-            http,
+            client,
             job_id: job_id.to_string(),
             lock_token: lock_token.to_string(),
             kind,
@@ -47,8 +43,8 @@ impl JobUploads {
 
 #[async_trait]
 impl BlockTransport for JobUploads {
-    async fn initialize(&self, spec: &OutputSpec) -> Result<UploadTarget, TransportError> {
-        let body = InitializeUpload {
+    async fn initialize(&self, spec: &OutputSpec) -> Result<UploadTarget, RegistryError> {
+        let request = InitializeUpload {
             lock_token: &self.lock_token,
             file_name: &spec.name,
             content_type: &spec.content_type,
@@ -56,18 +52,14 @@ impl BlockTransport for JobUploads {
             start_time_utc: self.range.as_ref().map(|(start, _)| start.as_str()),
             end_time_utc: self.range.as_ref().map(|(_, end)| end.as_str()),
         };
-        let body = serde_json::to_vec(&body).expect("the body always serializes");
-        let path = wire::initialize_path(&self.job_id, self.kind);
-        let answer = self
-            .http
-            .send(Method::POST, &path, JSON, body.into())
+        let file = self
+            .client
+            .initialize(&self.job_id, self.kind, &request)
             .await?;
-        let file: InitializedFile = serde_json::from_slice(&answer.body).map_err(|error| {
-            TransportError::Rejected(format!("{path}: unexpected answer: {error}"))
-        })?;
         let jwk = serde_json::to_vec(&file.json_web_key).expect("a JSON value serializes");
-        let kek = KeyEncryptionKey::from_jwk_json(&jwk)
-            .map_err(|error| TransportError::Rejected(format!("{path}: {error}")))?;
+        let kek = KeyEncryptionKey::from_jwk_json(&jwk).map_err(|error| {
+            RegistryError::invalid(format!("the registry's key for {}: {error}", spec.name))
+        })?;
         Ok(UploadTarget {
             file_id: file.file_id,
             kek,
@@ -79,26 +71,17 @@ impl BlockTransport for JobUploads {
         file_id: &str,
         block_id: &str,
         block: Bytes,
-    ) -> Result<(), TransportError> {
-        let path = wire::block_path(file_id, block_id);
-        self.http
-            .send(Method::PUT, &path, OCTETS, block)
-            .await
-            .map(drop)
+    ) -> Result<(), RegistryError> {
+        self.client.put_block(file_id, block_id, block).await
     }
 
-    async fn commit(&self, file_id: &str, commit: &FileCommit) -> Result<(), TransportError> {
-        let body = CompleteFile {
+    async fn commit(&self, file_id: &str, commit: &FileCommit) -> Result<(), RegistryError> {
+        let request = CompleteFile {
             lock_token: &self.lock_token,
             block_ids: &commit.block_ids,
             encryption_data: &commit.encryption_data,
             content_length: commit.content_length,
         };
-        let body = serde_json::to_vec(&body).expect("the body always serializes");
-        let path = wire::complete_file_path(file_id);
-        self.http
-            .send(Method::POST, &path, JSON, body.into())
-            .await
-            .map(drop)
+        self.client.complete_file(file_id, &request).await
     }
 }

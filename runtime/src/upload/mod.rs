@@ -13,8 +13,7 @@
 //! pipeline is tested against a loopback server and used with the real client.
 
 mod pipeline;
-pub mod retry;
 mod transport;
 
 pub use pipeline::{UploadConfig, UploadSink};
-pub use transport::{BlockTransport, FileCommit, TransportError, UploadTarget};
+pub use transport::{BlockTransport, FileCommit, UploadTarget};

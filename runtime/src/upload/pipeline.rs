@@ -7,8 +7,9 @@ use bytes::Bytes;
 use corral_envelope::{FileEncryptor, NONCE_LEN, REGION_LEN, block_id};
 use tokio::task::JoinSet;
 
-use super::retry::RetryPolicy;
-use super::{BlockTransport, FileCommit, TransportError, UploadTarget};
+use super::{BlockTransport, FileCommit, UploadTarget};
+use crate::client::RegistryError;
+use crate::client::retry::RetryPolicy;
 use crate::sink::{OutputSink, OutputSpec, SinkError, SinkFile};
 
 /// Tuning of the pipeline.
@@ -48,7 +49,7 @@ impl UploadSink {
     }
 }
 
-fn sink_error(what: &str, error: TransportError) -> SinkError {
+fn sink_error(what: &str, error: RegistryError) -> SinkError {
     SinkError(format!("{what}: {error}"))
 }
 

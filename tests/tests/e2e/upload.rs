@@ -6,10 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use corral::client::wire::FileKind;
-use corral::client::{JobUploads, RegistryHttp};
+use corral::client::retry::RetryPolicy;
 use corral::sink::{OutputSink, OutputSpec, SinkError};
-use corral::upload::retry::RetryPolicy;
 use corral::upload::{UploadConfig, UploadSink};
 use corral_envelope::REGION_LEN;
 use corral_envelope::keys::WrapAlgorithm;
@@ -17,15 +15,6 @@ use corral_tests::blockstore::{BlockStore, Keep};
 use sha2::{Digest, Sha256};
 
 fn sink(store: &BlockStore) -> UploadSink {
-    let http = RegistryHttp::new(&store.base_url(), "test-token").unwrap();
-    let uploads = JobUploads::new(
-        http,
-        "job-1",
-        "lock-1",
-        FileKind::Media,
-        Some("cam-0001".into()),
-        None,
-    );
     let config = UploadConfig {
         blocks_in_flight: 4,
         retry: RetryPolicy {
@@ -34,7 +23,7 @@ fn sink(store: &BlockStore) -> UploadSink {
             deadline: Duration::from_secs(60),
         },
     };
-    UploadSink::new(Arc::new(uploads), config)
+    UploadSink::new(Arc::new(store.uploads()), config)
 }
 
 /// Uploads `bytes` in chunks of `chunk` bytes; returns the file id.

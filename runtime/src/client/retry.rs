@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::TransportError;
+use crate::client::RegistryError;
 
 /// How to retry transient failures.
 #[derive(Debug, Clone, Copy)]
@@ -45,24 +45,28 @@ impl RetryPolicy {
 
     /// Runs `operation` until it succeeds, fails for good, or the deadline
     /// passes (then the last error is returned).
-    pub async fn run<T, F, Fut>(&self, what: &str, mut operation: F) -> Result<T, TransportError>
+    pub async fn run<T, F, Fut>(&self, what: &str, mut operation: F) -> Result<T, RegistryError>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, TransportError>>,
+        Fut: Future<Output = Result<T, RegistryError>>,
     {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
             match operation().await {
                 Ok(value) => return Ok(value),
-                Err(TransportError::Transient {
-                    message,
-                    retry_after,
-                }) => {
+                Err(error @ (RegistryError::Transient { .. } | RegistryError::Unreachable(_))) => {
+                    let (message, retry_after) = match error {
+                        RegistryError::Transient {
+                            message,
+                            retry_after,
+                        } => (message, retry_after),
+                        other => (other.to_string(), None),
+                    };
                     attempt += 1;
                     let wait = self.backoff(attempt, retry_after);
                     if started.elapsed() + wait > self.deadline {
-                        return Err(TransportError::Transient {
+                        return Err(RegistryError::Transient {
                             message: format!("{what}: gave up after {attempt} attempts: {message}"),
                             retry_after,
                         });
@@ -98,7 +102,7 @@ mod tests {
             .run("op", || {
                 calls += 1;
                 let outcome = if calls < 3 {
-                    Err(TransportError::Transient {
+                    Err(RegistryError::Transient {
                         message: "503".into(),
                         retry_after: None,
                     })
@@ -113,10 +117,10 @@ mod tests {
         let result: Result<(), _> = policy
             .run("op", || {
                 calls += 1;
-                async { Err(TransportError::LockLost("409".into())) }
+                async { Err(RegistryError::LockLost("409".into())) }
             })
             .await;
-        assert!(matches!(result, Err(TransportError::LockLost(_))));
+        assert!(matches!(result, Err(RegistryError::LockLost(_))));
         assert_eq!(calls, 1);
     }
 }
