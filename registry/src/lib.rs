@@ -1,1 +1,239 @@
-//! The on-premise registry: the server side of the Agent protocol (arrives with its own issue).
+//! # corral-registry: an on-premise Clearance registry
+//!
+//! The server side of PROTOCOL.md, so that everything runs on one machine with
+//! no cloud account: the token endpoint (JWT-bearer assertions checked against
+//! each service principal's key, or client credentials), jobs with locks,
+//! renewals, progress and idempotent outcomes, and encrypted uploads that are
+//! decrypted and checked block by block before a commit is accepted.
+//!
+//! State lives in a data folder: `registry.sqlite3` (SQLite, WAL), `blocks/`
+//! (uploaded blocks until their file is committed) and `files/` (committed
+//! files as ciphertext, decrypted on demand, as the real service keeps them).
+//! The command line (`corral registry ...`) works on the folder directly, also
+//! while a server runs.
+//!
+//! Modules: [`routes`] (the table the router and `/openapi.json` share),
+//! [`server`] (HTTP), [`auth`] (principals, tokens), [`jobs`] (the job state
+//! machine), [`files`] (uploads), [`admin`], [`store`] (SQLite), [`wire`] (JSON
+//! names and error codes).
+
+pub mod admin;
+pub mod auth;
+pub mod files;
+pub mod jobs;
+pub mod routes;
+pub mod server;
+pub mod store;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use corral_envelope::keys::WrapAlgorithm;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use crate::store::Store;
+pub use crate::wire::{ApiError, FileJson, JobJson, NewJob};
+
+/// How the registry behaves.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// The longest lock granted (a longer request gets this).
+    pub max_lock_seconds: u64,
+    /// How long a bearer token lives.
+    pub token_lifetime: Duration,
+    /// How Initialize keys wrap content keys (RSA-OAEP by default, or A256KW).
+    pub key_algorithm: WrapAlgorithm,
+    /// Base URLs under which the registry is reached (accepted as the
+    /// assertion's audience with `/connect/token`), besides the request's Host.
+    pub public_urls: Vec<String>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            max_lock_seconds: jobs::DEFAULT_MAX_LOCK_SECONDS,
+            token_lifetime: Duration::from_secs(3600),
+            key_algorithm: WrapAlgorithm::RsaOaep,
+            public_urls: Vec::new(),
+        }
+    }
+}
+
+/// Fault injection for tests of clients: a share of requests refused with 503
+/// or 429 before any work, and a share of answers dropped after the work.
+#[derive(Debug, Default)]
+pub struct Faults {
+    per_mille: AtomicU64,
+    /// Answers dropped so far.
+    pub dropped: AtomicU64,
+    /// Requests refused so far.
+    pub refused: AtomicU64,
+}
+
+/// What happens to one request.
+#[derive(Debug, Default)]
+pub struct Roll {
+    /// Refuse with this status before any work.
+    pub refuse: Option<u16>,
+    /// Do the work, then drop the answer.
+    pub drop_answer: bool,
+}
+
+impl Faults {
+    /// Makes `rate` (0.0 to 1.0) of requests fail: a third refused with 503, a
+    /// third with 429, a third with the answer dropped after the work.
+    pub fn set_rate(&self, rate: f64) {
+        self.per_mille
+            .store((rate.clamp(0.0, 1.0) * 1000.0) as u64, Ordering::Relaxed);
+    }
+
+    /// Decides the fate of one request.
+    pub fn roll(&self) -> Roll {
+        let rate = self.per_mille.load(Ordering::Relaxed);
+        if rate == 0 || rand::random_range(0..1000) >= rate {
+            return Roll::default();
+        }
+        match rand::random_range(0..3) {
+            0 => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                Roll {
+                    refuse: Some(503),
+                    drop_answer: false,
+                }
+            }
+            1 => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                Roll {
+                    refuse: Some(429),
+                    drop_answer: false,
+                }
+            }
+            _ => Roll {
+                refuse: None,
+                drop_answer: true,
+            },
+        }
+    }
+}
+
+/// A registry over one data folder.
+pub struct Registry {
+    store: Store,
+    config: RegistryConfig,
+    admin_token: String,
+    faults: Faults,
+}
+
+impl Registry {
+    /// Opens the data folder `dir` (created if missing).
+    pub fn open(dir: &Path, config: RegistryConfig) -> Result<Registry, String> {
+        let store = Store::open(dir)?;
+        let admin_token = admin_token(dir)?;
+        Ok(Registry {
+            store,
+            config,
+            admin_token,
+            faults: Faults::default(),
+        })
+    }
+
+    /// The storage.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// The admin API's bearer token (kept in the data folder's `admin-token`).
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// The fault switches.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    fn audiences(&self) -> Vec<String> {
+        self.config
+            .public_urls
+            .iter()
+            .map(|url| format!("{}/connect/token", url.trim_end_matches('/')))
+            .collect()
+    }
+
+    /// Starts serving on `addr` (port 0 picks a free one).
+    pub async fn start(mut self, addr: SocketAddr) -> Result<RunningRegistry, String> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|error| format!("the registry cannot listen on {addr}: {error}"))?;
+        let addr = listener.local_addr().map_err(|error| error.to_string())?;
+        self.config.public_urls.push(server::own_url(addr));
+        let registry = Arc::new(self);
+        let task = tokio::spawn(server::serve(registry.clone(), listener));
+        Ok(RunningRegistry {
+            addr,
+            registry,
+            task,
+        })
+    }
+}
+
+fn admin_token(dir: &Path) -> Result<String, String> {
+    let path = dir.join("admin-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_string());
+    }
+    let token = auth::random_token();
+    std::fs::write(&path, &token)
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(token)
+}
+
+/// A running registry; stops when dropped.
+pub struct RunningRegistry {
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    task: JoinHandle<()>,
+}
+
+impl RunningRegistry {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        server::own_url(self.addr)
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Serves until the process ends.
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunningRegistry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -23,6 +23,8 @@ enum Command {
     CameraSim(cli::camera_sim::Args),
     /// Everything on one machine: camera-sim, the bundled guest, real jobs.
     Demo(cli::demo::Args),
+    /// The on-premise registry: serve it, or work on its data folder.
+    Registry(cli::registry::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
             Command::RunJob(args) => cli::run_job::run(args).await,
             Command::CameraSim(args) => cli::camera_sim::run(args).await,
             Command::Demo(args) => cli::demo::run(args).await,
+            Command::Registry(args) => cli::registry::run(args).await,
         }
     });
     match result {

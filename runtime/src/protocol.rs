@@ -353,8 +353,8 @@ pub struct ErrorBody {
     /// A code such as `LOCK_LOST`.
     #[serde(default)]
     pub error: String,
-    /// Human text.
-    #[serde(default)]
+    /// Human text (OAuth2 answers call it `error_description`).
+    #[serde(default, alias = "error_description")]
     pub message: String,
 }
 

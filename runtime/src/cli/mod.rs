@@ -2,6 +2,7 @@
 
 pub mod camera_sim;
 pub mod demo;
+pub mod registry;
 pub mod run_job;
 
 use std::io::IsTerminal;

@@ -4,4 +4,5 @@
 mod camera_sim;
 mod http_vms;
 mod loading;
+mod registry;
 mod upload;

@@ -1,0 +1,74 @@
+//! The admin side: posting and listing jobs, files decrypted, devices learned
+//! from discovery results. Used by the admin API and by `corral registry`.
+
+use std::collections::BTreeMap;
+
+use rusqlite::Transaction;
+use serde::Serialize;
+
+use crate::files;
+use crate::store::{self, Store};
+use crate::wire::{ApiResult, FileJson, JobJson, NewJob, not_found};
+
+/// Posts jobs in one transaction (all or none).
+pub fn post_jobs(tx: &Transaction<'_>, jobs: &[NewJob]) -> ApiResult<Vec<JobJson>> {
+    jobs.iter().map(|job| crate::jobs::post(tx, job)).collect()
+}
+
+/// A job's files.
+pub fn job_files(tx: &Transaction<'_>, job_id: &str) -> ApiResult<Vec<FileJson>> {
+    store::job(tx, job_id)?.ok_or_else(|| not_found(format!("no job {job_id}")))?;
+    Ok(store::files_of(tx, job_id)?
+        .iter()
+        .map(store::FileRow::to_json)
+        .collect())
+}
+
+/// A device from discovery, with its latest thumbnail.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceJson {
+    /// The device as the latest discovery file described it.
+    #[serde(flatten)]
+    pub device: serde_json::Value,
+    /// The job that discovered it.
+    pub discovered_by_job: String,
+    /// The latest committed thumbnail's file id.
+    pub thumbnail_file_id: Option<String>,
+}
+
+/// Devices from the committed discovery files (newest description wins).
+pub fn devices(store: &Store, tx: &Transaction<'_>) -> ApiResult<Vec<DeviceJson>> {
+    let mut devices: BTreeMap<String, DeviceJson> = BTreeMap::new();
+    for file in store::committed_files(tx, "discovery")? {
+        let plaintext = files::decrypt(store, &file)?;
+        let json: serde_json::Value = serde_json::from_slice(&plaintext).unwrap_or_default();
+        for device in json
+            .get("devices")
+            .and_then(|list| list.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let Some(id) = device.get("deviceId").and_then(|id| id.as_str()) else {
+                continue;
+            };
+            devices.entry(id.to_string()).or_insert_with(|| DeviceJson {
+                device: device.clone(),
+                discovered_by_job: file.job_id.clone(),
+                thumbnail_file_id: None,
+            });
+        }
+    }
+    for file in store::committed_files(tx, "thumbnail")? {
+        let device_id = match &file.device_id {
+            Some(id) => Some(id.clone()),
+            None => store::job(tx, &file.job_id)?.and_then(|job| job.device_id),
+        };
+        if let Some(device) = device_id.and_then(|id| devices.get_mut(&id))
+            && device.thumbnail_file_id.is_none()
+        {
+            device.thumbnail_file_id = Some(file.file_id.clone());
+        }
+    }
+    Ok(devices.into_values().collect())
+}

@@ -1,0 +1,459 @@
+//! Files: Initialize (a key-encryption key per file, its private half kept
+//! here), blocks on disk, and a commit that decrypts and checks every block
+//! before it accepts. Committed files are kept as ciphertext + metadata, as
+//! the real service keeps them, and decrypted on demand.
+
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use corral_envelope::decrypt::Decryptor;
+use corral_envelope::keys::{WrapAlgorithm, generate};
+use corral_envelope::{EncryptionData, KeyUnwrapper, MAX_BLOCK_LEN};
+use rusqlite::{Transaction, params};
+use sha2::{Digest, Sha256};
+
+use crate::store::{self, FileRow, Store, now_ms};
+use crate::wire::{
+    ApiError, ApiResult, Code, CompleteFileBody, InitializeBody, bad, conflict, not_found,
+};
+
+/// The upload kinds and the job type each belongs to.
+pub const KINDS: [(&str, &str); 3] = [
+    ("media", "mediarequest"),
+    ("thumbnail", "thumbnail"),
+    ("discovery", "discovery"),
+];
+
+/// Largest discovery or thumbnail file the registry checks in memory.
+const MAX_SMALL_FILE: u64 = 64 << 20;
+
+fn internal(error: impl std::fmt::Display) -> ApiError {
+    ApiError::new(Code::Internal, format!("storage failed: {error}"))
+}
+
+/// Checks a client-chosen id for path characters.
+pub fn check_id(what: &str, id: &str) -> ApiResult<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "{what} `{}` has characters ids never have",
+            id.escape_default()
+        )))
+    }
+}
+
+/// Decodes a block id: standard padded base64 of at most 64 bytes.
+fn decode_block_id(id: &str) -> ApiResult<Vec<u8>> {
+    let bytes = STANDARD.decode(id).map_err(|_| {
+        bad(format!(
+            "block id `{}` is not standard padded base64",
+            id.escape_default()
+        ))
+    })?;
+    if bytes.is_empty() || bytes.len() > 64 {
+        return Err(bad(format!(
+            "block id `{id}` decodes to {} bytes (1 to 64 allowed)",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+fn block_file_name(id_bytes: &[u8]) -> String {
+    id_bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Initialize{Media,Thumbnail,Discovery}Upload.
+pub fn initialize(
+    tx: &Transaction<'_>,
+    job_id: &str,
+    kind: &str,
+    body: &InitializeBody,
+    algorithm: WrapAlgorithm,
+) -> ApiResult<(String, serde_json::Value)> {
+    let job = store::job(tx, job_id)?.ok_or_else(|| not_found(format!("no job {job_id}")))?;
+    let Some((_, job_type)) = KINDS.iter().find(|(name, _)| *name == kind) else {
+        return Err(not_found(format!("no upload kind `{kind}`")));
+    };
+    if !job.is_locked_by(&body.lock_token, now_ms()) {
+        return Err(conflict(format!(
+            "the lock on job {job_id} is not held by this token"
+        )));
+    }
+    if job.job_type != *job_type {
+        return Err(bad(format!(
+            "a {} job cannot upload a {kind} file",
+            job.job_type
+        )));
+    }
+    if body.file_name.trim().is_empty()
+        || body.file_name.len() > 255
+        || body.file_name.contains(['/', '\\'])
+    {
+        return Err(bad("fileName must be a plain name of 1 to 255 bytes"));
+    }
+    if !body.content_type.contains('/') {
+        return Err(bad(format!(
+            "contentType `{}` is not a MIME type",
+            body.content_type
+        )));
+    }
+    let file_id = crate::jobs::new_job_id();
+    let (public, private) = generate(&format!("kek-{file_id}"), algorithm).map_err(internal)?;
+    tx.execute(
+        "INSERT INTO files (file_id, job_id, lock_token, kind, file_name, content_type, device_id, private_jwk, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![file_id, job_id, body.lock_token, kind, body.file_name, body.content_type, body.device_id, private, now_ms()],
+    )?;
+    let jwk: serde_json::Value = serde_json::from_str(&public).map_err(internal)?;
+    Ok((file_id, jwk))
+}
+
+/// Whether the lock a file was initialized under is still held.
+fn lock_holds(tx: &Transaction<'_>, file: &FileRow) -> ApiResult<bool> {
+    let job = store::job(tx, &file.job_id)?.ok_or_else(|| internal("a file without its job"))?;
+    Ok(!file.abandoned && job.is_locked_by(&file.lock_token, now_ms()))
+}
+
+/// Checks that a block may be stored; returns where to write it.
+pub fn check_block(
+    tx: &Transaction<'_>,
+    store: &Store,
+    file_id: &str,
+    block_id: &str,
+    length: usize,
+) -> ApiResult<std::path::PathBuf> {
+    let file = store::file(tx, file_id)?.ok_or_else(|| not_found(format!("no file {file_id}")))?;
+    if length > MAX_BLOCK_LEN {
+        return Err(ApiError::new(
+            Code::TooLarge,
+            format!("a block is at most {MAX_BLOCK_LEN} bytes, this one {length}"),
+        ));
+    }
+    if file.committed {
+        return Err(conflict(format!("file {file_id} is already committed")));
+    }
+    if !lock_holds(tx, &file)? {
+        return Err(conflict(format!(
+            "the lock file {file_id} was initialized under is gone"
+        )));
+    }
+    let id_bytes = decode_block_id(block_id)?;
+    match file.block_id_len {
+        Some(len) if len as usize != id_bytes.len() => {
+            return Err(bad(format!(
+                "block id `{block_id}` decodes to {} bytes but this file's block ids decode to {len}",
+                id_bytes.len()
+            )));
+        }
+        Some(_) => {}
+        None => {
+            tx.execute(
+                "UPDATE files SET block_id_len = ?2 WHERE file_id = ?1",
+                params![file_id, id_bytes.len() as i64],
+            )?;
+        }
+    }
+    tx.execute(
+        "INSERT INTO blocks (file_id, block_id, length) VALUES (?1, ?2, ?3)
+         ON CONFLICT (file_id, block_id) DO UPDATE SET length = excluded.length",
+        params![file_id, block_id, length as i64],
+    )?;
+    Ok(store.blocks_dir(file_id).join(block_file_name(&id_bytes)))
+}
+
+/// Writes a block durably enough for a process crash (write, then rename).
+pub fn write_block(path: &Path, block: &Bytes) -> ApiResult<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| internal("a block path without a folder"))?;
+    std::fs::create_dir_all(dir).map_err(internal)?;
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, block).map_err(internal)?;
+    std::fs::rename(&partial, path).map_err(internal)
+}
+
+/// What a commit needs from the database before the slow part.
+pub struct CommitPlan {
+    file: FileRow,
+    block_paths: Vec<std::path::PathBuf>,
+    data: EncryptionData,
+    /// `Some` when the same commit was already accepted.
+    pub already: bool,
+}
+
+/// Phase one of a commit: checks everything but the bytes.
+pub fn plan_commit(
+    tx: &Transaction<'_>,
+    store: &Store,
+    file_id: &str,
+    body: &CompleteFileBody,
+) -> ApiResult<CommitPlan> {
+    let file = store::file(tx, file_id)?.ok_or_else(|| not_found(format!("no file {file_id}")))?;
+    let data: EncryptionData =
+        serde_json::from_value(body.encryption_data.clone()).map_err(|error| {
+            bad(format!(
+                "encryptionData is not Azure's EncryptionData: {error}"
+            ))
+        })?;
+    let block_ids_json = serde_json::to_string(&body.block_ids).map_err(internal)?;
+    let data_json = serde_json::to_string(&data).map_err(internal)?;
+    if file.committed {
+        let same = file.commit_token.as_deref() == Some(body.lock_token.as_str())
+            && file.block_ids.as_deref() == Some(block_ids_json.as_str())
+            && file.encryption_data.as_deref() == Some(data_json.as_str())
+            && file.content_length == Some(body.content_length as i64);
+        if same {
+            return Ok(CommitPlan {
+                file,
+                block_paths: Vec::new(),
+                data,
+                already: true,
+            });
+        }
+        return Err(conflict(format!(
+            "file {file_id} was already committed with another block list"
+        )));
+    }
+    if file.lock_token != body.lock_token || !lock_holds(tx, &file)? {
+        return Err(conflict(format!(
+            "the lock file {file_id} was initialized under is gone"
+        )));
+    }
+    data.check()
+        .map_err(|why| bad(format!("encryptionData: {why}")))?;
+    let mut block_paths = Vec::with_capacity(body.block_ids.len());
+    for block_id in &body.block_ids {
+        let known: Option<i64> = tx
+            .query_row(
+                "SELECT length FROM blocks WHERE file_id = ?1 AND block_id = ?2",
+                params![file_id, block_id],
+                |row| row.get(0),
+            )
+            .ok();
+        if known.is_none() {
+            return Err(bad(format!(
+                "block `{block_id}` of file {file_id} was never uploaded"
+            )));
+        }
+        block_paths.push(
+            store
+                .blocks_dir(file_id)
+                .join(block_file_name(&decode_block_id(block_id)?)),
+        );
+    }
+    Ok(CommitPlan {
+        file,
+        block_paths,
+        data,
+        already: false,
+    })
+}
+
+/// What verification found.
+pub struct Verified {
+    sha256: String,
+}
+
+/// Phase two (no database): decrypts every block, checks the content for its
+/// kind, and writes the ciphertext as the committed file.
+pub fn verify_and_store(
+    store: &Store,
+    plan: &CommitPlan,
+    content_length: u64,
+) -> ApiResult<Verified> {
+    let unwrapper =
+        KeyUnwrapper::from_jwk_json(plan.file.private_jwk.as_bytes()).map_err(internal)?;
+    let decryptor = Decryptor::new(&plan.data, &unwrapper, content_length)
+        .map_err(|error| bad(error.to_string()))?;
+    decryptor
+        .check_count(plan.block_paths.len() as u64)
+        .map_err(|error| bad(error.to_string()))?;
+    let small = plan.file.kind != "media";
+    if small && content_length > MAX_SMALL_FILE {
+        return Err(bad(format!(
+            "a {} file may be at most {MAX_SMALL_FILE} bytes",
+            plan.file.kind
+        )));
+    }
+    let target = store.file_path(&plan.file.file_id);
+    let partial = target.with_extension("partial");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(internal)?);
+    let mut hasher = Sha256::new();
+    let mut plaintext = Vec::new();
+    for (index, path) in plan.block_paths.iter().enumerate() {
+        let mut block = std::fs::read(path).map_err(internal)?;
+        out.write_all(&block).map_err(internal)?;
+        let plain = decryptor
+            .open(index as u64, &mut block)
+            .map_err(|error| bad(error.to_string()))?;
+        hasher.update(plain);
+        if small {
+            plaintext.extend_from_slice(plain);
+        }
+    }
+    if small {
+        check_content(&plan.file.kind, &plaintext)?;
+    }
+    out.flush().map_err(internal)?;
+    out.get_ref().sync_all().map_err(internal)?;
+    drop(out);
+    std::fs::rename(&partial, &target).map_err(internal)?;
+    Ok(Verified {
+        sha256: hex(&hasher.finalize()),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The registry refuses a discovery file that is not the discovery JSON and a
+/// thumbnail that is not a JPEG.
+fn check_content(kind: &str, plaintext: &[u8]) -> ApiResult<()> {
+    match kind {
+        "thumbnail"
+            if !(plaintext.starts_with(&[0xff, 0xd8, 0xff])
+                && plaintext.ends_with(&[0xff, 0xd9])) =>
+        {
+            Err(bad(
+                "the thumbnail is not a JPEG (it must start FF D8 FF and end FF D9)",
+            ))
+        }
+        "discovery" => {
+            let json: serde_json::Value = serde_json::from_slice(plaintext)
+                .map_err(|error| bad(format!("the discovery file is not JSON: {error}")))?;
+            let devices = json
+                .get("devices")
+                .and_then(|devices| devices.as_array())
+                .ok_or_else(|| bad("the discovery file has no `devices` array"))?;
+            if let Some(index) = devices
+                .iter()
+                .position(|device| !device.get("deviceId").is_some_and(|id| id.is_string()))
+            {
+                return Err(bad(format!(
+                    "discovery device {index} has no string deviceId"
+                )));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Phase three: records the commit if the lock still holds.
+pub fn record_commit(
+    tx: &Transaction<'_>,
+    store: &Store,
+    plan: &CommitPlan,
+    body: &CompleteFileBody,
+    verified: &Verified,
+) -> ApiResult<()> {
+    let file = store::file(tx, &plan.file.file_id)?.ok_or_else(|| internal("the file vanished"))?;
+    if file.committed || !lock_holds(tx, &file)? {
+        let _ = std::fs::remove_file(store.file_path(&file.file_id));
+        return Err(conflict(format!(
+            "the lock file {} was initialized under is gone",
+            file.file_id
+        )));
+    }
+    tx.execute(
+        "UPDATE files SET committed = 1, commit_token = ?2, block_ids = ?3, encryption_data = ?4, content_length = ?5, sha256 = ?6
+         WHERE file_id = ?1",
+        params![
+            file.file_id,
+            body.lock_token,
+            serde_json::to_string(&body.block_ids).map_err(internal)?,
+            serde_json::to_string(&plan.data).map_err(internal)?,
+            body.content_length as i64,
+            verified.sha256
+        ],
+    )?;
+    tx.execute(
+        "DELETE FROM blocks WHERE file_id = ?1",
+        params![file.file_id],
+    )?;
+    Ok(())
+}
+
+/// Removes the blocks of a committed or abandoned file (after the transaction).
+pub fn remove_blocks(store: &Store, file_id: &str) {
+    let _ = std::fs::remove_dir_all(store.blocks_dir(file_id));
+}
+
+/// At `complete`: files of this lock that received blocks must be committed;
+/// files that never received one are discarded (their Initialize answer may
+/// have been lost).
+pub fn check_all_committed(tx: &Transaction<'_>, job_id: &str, token: &str) -> ApiResult<()> {
+    for file in store::files_of(tx, job_id)? {
+        if file.lock_token != token || file.committed || file.abandoned {
+            continue;
+        }
+        if file.block_id_len.is_some() {
+            return Err(bad(format!(
+                "file {} ({}) received blocks but was never committed",
+                file.file_id, file.file_name
+            )));
+        }
+        tx.execute(
+            "UPDATE files SET abandoned = 1 WHERE file_id = ?1",
+            params![file.file_id],
+        )?;
+    }
+    Ok(())
+}
+
+/// Abandons every uncommitted file of the lock `token` (release, cancel).
+pub fn abandon_lock(tx: &Transaction<'_>, job_id: &str, token: &str) -> ApiResult<()> {
+    tx.execute(
+        "UPDATE files SET abandoned = 1 WHERE job_id = ?1 AND lock_token = ?2 AND committed = 0",
+        params![job_id, token],
+    )?;
+    Ok(())
+}
+
+/// Abandons uncommitted files of earlier locks (they expired).
+pub fn abandon_stale(tx: &Transaction<'_>, job_id: &str, current: &str) -> ApiResult<()> {
+    tx.execute(
+        "UPDATE files SET abandoned = 1 WHERE job_id = ?1 AND lock_token != ?2 AND committed = 0",
+        params![job_id, current],
+    )?;
+    Ok(())
+}
+
+/// The stored metadata and key of a committed file, for decryption.
+pub fn committed(tx: &Transaction<'_>, file_id: &str) -> ApiResult<FileRow> {
+    let file = store::file(tx, file_id)?.ok_or_else(|| not_found(format!("no file {file_id}")))?;
+    if !file.committed {
+        return Err(not_found(format!("file {file_id} is not committed")));
+    }
+    Ok(file)
+}
+
+/// Decrypts a committed file from its stored ciphertext.
+pub fn decrypt(store: &Store, file: &FileRow) -> ApiResult<Vec<u8>> {
+    let data: EncryptionData =
+        serde_json::from_str(file.encryption_data.as_deref().unwrap_or_default())
+            .map_err(internal)?;
+    let unwrapper = KeyUnwrapper::from_jwk_json(file.private_jwk.as_bytes()).map_err(internal)?;
+    let length = file.content_length.unwrap_or(0) as u64;
+    let decryptor = Decryptor::new(&data, &unwrapper, length).map_err(internal)?;
+    let ciphertext = std::fs::read(store.file_path(&file.file_id)).map_err(internal)?;
+    let mut blocks = Vec::new();
+    let mut rest = ciphertext.as_slice();
+    for index in 0..decryptor.block_count() {
+        let len = decryptor.block_len(index).min(rest.len());
+        blocks.push(rest[..len].to_vec());
+        rest = &rest[len..];
+    }
+    decryptor.decrypt_all(blocks).map_err(internal)
+}

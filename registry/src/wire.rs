@@ -1,0 +1,279 @@
+//! PROTOCOL.md, server side: every JSON name the registry reads or writes, and
+//! its error codes. The routes and their paths are in [`crate::routes`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Job types as the protocol spells them.
+pub const JOB_TYPES: [&str; 3] = ["mediarequest", "discovery", "thumbnail"];
+
+/// A job as the agent API and the admin API show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobJson {
+    /// Opaque id.
+    pub job_id: String,
+    /// `mediarequest`, `discovery` or `thumbnail`.
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// The agent it is posted for.
+    pub agent_id: String,
+    /// The device (absent for discovery).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// Start of the range (media).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time_utc: Option<String>,
+    /// End of the range (media).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time_utc: Option<String>,
+    /// Free-form parameters.
+    pub parameters: serde_json::Map<String, Value>,
+    /// Available, Locked, Completed, PartiallyCompleted, Failed, Cancelled.
+    pub state: String,
+    /// When it was posted.
+    pub created_utc: String,
+    /// End of the current lock.
+    pub lock_expiration_utc: Option<String>,
+    /// Progress done.
+    pub task_progress: u64,
+    /// Progress total.
+    pub task_total: u64,
+    /// The completion or cancellation message, if any (not in the agent API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The job's files (admin API and `corral registry jobs --json` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileJson>>,
+}
+
+/// A file as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileJson {
+    /// Its id.
+    pub file_id: String,
+    /// `media`, `thumbnail` or `discovery`.
+    pub kind: String,
+    /// Its name.
+    pub file_name: String,
+    /// Its MIME type.
+    pub content_type: String,
+    /// Whether it was committed.
+    pub committed: bool,
+    /// Plaintext length, once committed.
+    pub length: Option<u64>,
+    /// SHA-256 of the plaintext, once committed.
+    pub sha256: Option<String>,
+}
+
+/// A job to post (admin API, `corral registry post-job`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewJob {
+    /// The job type.
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// The agent it is for.
+    pub agent_id: String,
+    /// The device.
+    #[serde(default)]
+    pub device_id: Option<String>,
+    /// Start of the range.
+    #[serde(default)]
+    pub start_time_utc: Option<String>,
+    /// End of the range.
+    #[serde(default)]
+    pub end_time_utc: Option<String>,
+    /// Parameters (strings).
+    #[serde(default)]
+    pub parameters: serde_json::Map<String, Value>,
+}
+
+/// Body of lock.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockBody {
+    pub agent_id: String,
+    pub lock_duration_seconds: u64,
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+/// Body of progress.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressBody {
+    pub lock_token: String,
+    pub task_progress: i64,
+    pub task_total: i64,
+}
+
+/// Body of renew.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenewBody {
+    pub lock_token: String,
+    pub lock_duration_seconds: u64,
+}
+
+/// Body of complete.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompleteBody {
+    pub lock_token: String,
+    pub state: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// Body of cancel.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelBody {
+    pub lock_token: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Body of release.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseBody {
+    pub lock_token: String,
+}
+
+/// Body of the Initialize calls.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitializeBody {
+    pub lock_token: String,
+    pub file_name: String,
+    pub content_type: String,
+    #[serde(default)]
+    pub device_id: Option<String>,
+    #[serde(default)]
+    pub start_time_utc: Option<String>,
+    #[serde(default)]
+    pub end_time_utc: Option<String>,
+}
+
+/// Body of complete file.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompleteFileBody {
+    pub lock_token: String,
+    pub block_ids: Vec<String>,
+    pub encryption_data: Value,
+    pub content_length: u64,
+}
+
+/// The error codes the registry answers with, in `{"error","message"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// 400: malformed or invalid input.
+    BadRequest,
+    /// 401: no or bad token.
+    Unauthorized,
+    /// 403: the job is posted for another agent.
+    Forbidden,
+    /// 404: unknown job, file or route.
+    NotFound,
+    /// 405: wrong method for the route.
+    MethodNotAllowed,
+    /// 409: someone else holds the lock, or it is lost.
+    Conflict,
+    /// 410: the job is no longer available.
+    Gone,
+    /// 413: the body is too large.
+    TooLarge,
+    /// 415: a JSON body with another content type.
+    UnsupportedMediaType,
+    /// 429: slow down.
+    TooManyRequests,
+    /// 500: a bug or a storage failure.
+    Internal,
+    /// 503: try again later.
+    Unavailable,
+}
+
+impl Code {
+    /// The HTTP status.
+    pub fn status(self) -> u16 {
+        match self {
+            Code::BadRequest => 400,
+            Code::Unauthorized => 401,
+            Code::Forbidden => 403,
+            Code::NotFound => 404,
+            Code::MethodNotAllowed => 405,
+            Code::Conflict => 409,
+            Code::Gone => 410,
+            Code::TooLarge => 413,
+            Code::UnsupportedMediaType => 415,
+            Code::TooManyRequests => 429,
+            Code::Internal => 500,
+            Code::Unavailable => 503,
+        }
+    }
+
+    /// The `error` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::BadRequest => "BAD_REQUEST",
+            Code::Unauthorized => "UNAUTHORIZED",
+            Code::Forbidden => "FORBIDDEN",
+            Code::NotFound => "NOT_FOUND",
+            Code::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Code::Conflict => "CONFLICT",
+            Code::Gone => "GONE",
+            Code::TooLarge => "TOO_LARGE",
+            Code::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Code::TooManyRequests => "TOO_MANY_REQUESTS",
+            Code::Internal => "INTERNAL",
+            Code::Unavailable => "UNAVAILABLE",
+        }
+    }
+}
+
+/// An error answer: a code and a message a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// The code.
+    pub code: Code,
+    /// What and why.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error of `code`.
+    pub fn new(code: Code, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "error": self.code.name(), "message": self.message }).to_string()
+    }
+}
+
+/// Shorthand for handlers.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// 400.
+pub fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(Code::BadRequest, message)
+}
+
+/// 409.
+pub fn conflict(message: impl Into<String>) -> ApiError {
+    ApiError::new(Code::Conflict, message)
+}
+
+/// 404.
+pub fn not_found(message: impl Into<String>) -> ApiError {
+    ApiError::new(Code::NotFound, message)
+}

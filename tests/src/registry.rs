@@ -1,0 +1,167 @@
+//! The on-premise registry on loopback, in a temporary data folder, with an
+//! agent registered and a client holding its connection file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use corral::client::RegistryClient;
+use corral::client::connection::ConnectionFile;
+use corral::client::retry::RetryPolicy;
+use corral_registry::{JobJson, NewJob, Registry, RegistryConfig, RunningRegistry, admin, auth};
+
+/// A running registry and what a test needs around it.
+pub struct TestRegistry {
+    /// The server.
+    pub running: RunningRegistry,
+    /// Its data folder.
+    pub dir: tempfile::TempDir,
+}
+
+/// A retry policy fast enough for tests.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        base: Duration::from_millis(2),
+        cap: Duration::from_millis(20),
+        deadline: Duration::from_secs(30),
+    }
+}
+
+impl TestRegistry {
+    /// Starts a registry with `config` in a fresh folder.
+    pub async fn start(config: RegistryConfig) -> TestRegistry {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let running = Registry::open(dir.path(), config)
+            .expect("registry opens")
+            .start(crate::loopback())
+            .await
+            .expect("registry starts");
+        TestRegistry { running, dir }
+    }
+
+    /// Registers `agent_id`; returns the path of its connection file and its
+    /// client secret.
+    pub async fn add_agent(&self, agent_id: &str) -> (PathBuf, String) {
+        let (agent, url) = (agent_id.to_string(), self.running.base_url());
+        let (file, secret) = self
+            .running
+            .registry()
+            .store()
+            .transaction(move |tx| auth::add_agent(tx, &agent, &url))
+            .await
+            .expect("agent added");
+        let path = self.dir.path().join(format!("{agent_id}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+        (path, secret)
+    }
+
+    /// A client of `agent_id` from its connection file.
+    pub async fn client(&self, agent_id: &str) -> RegistryClient {
+        let (path, _) = self.add_agent(agent_id).await;
+        let file = ConnectionFile::load(&path).expect("a valid connection file");
+        RegistryClient::from_connection_file(&file, agent_id, None, None, fast_retry())
+            .expect("client")
+    }
+
+    /// A bearer token for `agent_id` (client credentials), for raw requests.
+    pub async fn token(&self, agent_id: &str) -> String {
+        let (_, secret) = self.add_agent(agent_id).await;
+        let body = format!(
+            "grant_type=client_credentials&client_id={agent_id}%40on-premise&client_secret={secret}"
+        );
+        let (status, answer) = raw(
+            &self.running.base_url(),
+            "POST",
+            "/connect/token",
+            None,
+            "application/x-www-form-urlencoded",
+            body.into_bytes(),
+        )
+        .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        let json: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        json["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// Posts jobs as the admin would.
+    pub async fn post(&self, jobs: Vec<NewJob>) -> Vec<JobJson> {
+        self.running
+            .registry()
+            .store()
+            .transaction(move |tx| admin::post_jobs(tx, &jobs))
+            .await
+            .expect("jobs posted")
+    }
+
+    /// One job as the registry sees it now.
+    pub async fn job(&self, job_id: &str) -> JobJson {
+        let id = job_id.to_string();
+        self.running
+            .registry()
+            .store()
+            .transaction(move |tx| corral_registry::jobs::list(tx, None, None))
+            .await
+            .expect("jobs listed")
+            .into_iter()
+            .find(|job| job.job_id == id)
+            .expect("the job exists")
+    }
+}
+
+/// A job of `job_type` for `agent` (media jobs get a 10-second range).
+pub fn new_job(job_type: &str, agent: &str, device: Option<&str>) -> NewJob {
+    let media = job_type == "mediarequest";
+    NewJob {
+        job_type: job_type.to_string(),
+        agent_id: agent.to_string(),
+        device_id: device.map(str::to_string),
+        start_time_utc: media.then(|| "2026-11-20T10:00:00Z".to_string()),
+        end_time_utc: media.then(|| "2026-11-20T10:00:10Z".to_string()),
+        parameters: Default::default(),
+    }
+}
+
+/// One raw HTTP request: (status, body). For testing what the typed client
+/// never sends.
+pub async fn raw(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, Vec<u8>) {
+    use http_body_util::{BodyExt, Full};
+    let addr = base.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr)
+        .header("content-type", content_type);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = sender
+        .send_request(
+            request
+                .body(Full::new(bytes::Bytes::from(body)))
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|body| body.to_bytes().to_vec())
+        .unwrap_or_default();
+    (status, body)
+}

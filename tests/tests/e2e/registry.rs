@@ -1,0 +1,575 @@
+//! The registry client against the on-premise registry: every call and every
+//! error code of PROTOCOL.md, faults, concurrency, bad input.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral::client::JobUploads;
+use corral::client::RegistryError;
+use corral::protocol::{CompletionState, FileKind, JobType};
+use corral::sink::{OutputSink, OutputSpec};
+use corral::upload::{UploadConfig, UploadSink};
+use corral_registry::RegistryConfig;
+use corral_tests::registry::{TestRegistry, fast_retry, new_job, raw};
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Uploads `bytes` as one file of the job through the pipeline; returns its id.
+async fn upload(
+    client: &corral::client::RegistryClient,
+    job_id: &str,
+    token: &str,
+    kind: FileKind,
+    name: &str,
+    content_type: &str,
+    bytes: &[u8],
+) -> Result<String, corral::sink::SinkError> {
+    let uploads = JobUploads::new(client.clone(), job_id, token, kind, None, None);
+    let sink = UploadSink::new(
+        Arc::new(uploads),
+        UploadConfig {
+            blocks_in_flight: 4,
+            retry: fast_retry(),
+        },
+    );
+    let spec = OutputSpec {
+        name: name.into(),
+        content_type: content_type.into(),
+    };
+    let mut file = sink.create(&spec).await?;
+    for chunk in bytes.chunks(1 << 20) {
+        file.write(bytes::Bytes::copy_from_slice(chunk)).await?;
+    }
+    file.commit(bytes.len() as u64, "").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_passes_every_call_and_error_code() {
+    let registry = TestRegistry::start(RegistryConfig::default()).await;
+    let client = registry.client("agent-1").await;
+    client
+        .check()
+        .await
+        .expect("a token from the connection file's assertion");
+    let posted = registry
+        .post(vec![
+            new_job("mediarequest", "agent-1", Some("cam-0001")),
+            new_job("thumbnail", "agent-1", Some("cam-0002")),
+            new_job("discovery", "agent-1", None),
+            new_job("thumbnail", "agent-2", Some("cam-0003")),
+        ])
+        .await;
+    let (media, thumb, discovery, foreign) = (
+        &posted[0].job_id,
+        &posted[1].job_id,
+        &posted[2].job_id,
+        &posted[3].job_id,
+    );
+
+    // Poll: only this agent's jobs, filtered by type, oldest first.
+    let all = client.poll(&[], None).await.unwrap();
+    assert_eq!(
+        all.iter().map(|job| &job.job_id).collect::<Vec<_>>(),
+        [media, thumb, discovery]
+    );
+    let thumbs = client.poll(&[JobType::Thumbnail], Some(5)).await.unwrap();
+    assert_eq!(thumbs.len(), 1);
+
+    // Lock: granted once; a second attempt (another request id) is refused; 403, 404.
+    let lock = client.lock(media, LEASE).await.unwrap();
+    assert!(matches!(
+        client.lock(media, LEASE).await,
+        Err(RegistryError::LockLost(_))
+    ));
+    assert!(matches!(
+        client.lock(foreign, LEASE).await,
+        Err(RegistryError::Rejected { status: 403, .. })
+    ));
+    assert!(matches!(
+        client.lock("000000000000000000000000", LEASE).await,
+        Err(RegistryError::Rejected { status: 404, .. })
+    ));
+    assert_eq!(
+        client.poll(&[], None).await.unwrap().len(),
+        2,
+        "a locked job is not offered"
+    );
+
+    // Progress, renew; a wrong token is a lost lock.
+    client
+        .progress(media, &lock.lock_token, 5, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            registry.job(media).await.task_progress,
+            registry.job(media).await.task_total
+        ),
+        (5, 10)
+    );
+    let renewed = client.renew(media, &lock.lock_token, LEASE).await.unwrap();
+    assert!(renewed.lock_expiration_utc >= lock.lock_expiration_utc);
+    assert!(matches!(
+        client.progress(media, "not-the-token", 1, 2).await,
+        Err(RegistryError::LockLost(_))
+    ));
+
+    // A file of the lock that received blocks must be committed before complete.
+    let bytes = vec![0x47u8; 5 << 20];
+    let file_id = upload(
+        &client,
+        media,
+        &lock.lock_token,
+        FileKind::Media,
+        "clip.ts",
+        "video/mp2t",
+        &bytes,
+    )
+    .await
+    .unwrap();
+    client
+        .complete(media, &lock.lock_token, CompletionState::Completed, None)
+        .await
+        .unwrap();
+    client
+        .complete(media, &lock.lock_token, CompletionState::Completed, None)
+        .await
+        .expect("complete is idempotent");
+    assert_eq!(registry.job(media).await.state, "Completed");
+    assert!(matches!(
+        client.lock(media, LEASE).await,
+        Err(RegistryError::Gone(_))
+    ));
+    let store = registry.running.registry().store().clone();
+    let id = file_id.clone();
+    let row = store
+        .transaction(move |tx| corral_registry::files::committed(tx, &id))
+        .await
+        .unwrap();
+    assert!(corral_registry::files::decrypt(&store, &row).unwrap() == bytes);
+
+    // Cancel needs a reason and is idempotent; release makes the job available again.
+    let thumb_lock = client.lock(thumb, LEASE).await.unwrap();
+    client
+        .cancel(thumb, &thumb_lock.lock_token, "no such camera")
+        .await
+        .unwrap();
+    client
+        .cancel(thumb, &thumb_lock.lock_token, "no such camera")
+        .await
+        .unwrap();
+    assert_eq!(registry.job(thumb).await.state, "Cancelled");
+    let discovery_lock = client.lock(discovery, LEASE).await.unwrap();
+    client
+        .progress(discovery, &discovery_lock.lock_token, 1, 2)
+        .await
+        .unwrap();
+    client
+        .release(discovery, &discovery_lock.lock_token)
+        .await
+        .unwrap();
+    client
+        .release(discovery, &discovery_lock.lock_token)
+        .await
+        .expect("release is idempotent");
+    let again = registry.job(discovery).await;
+    assert_eq!(
+        (again.state.as_str(), again.task_progress, again.task_total),
+        ("Available", 0, 0)
+    );
+    assert!(matches!(
+        client
+            .complete(
+                discovery,
+                &discovery_lock.lock_token,
+                CompletionState::Failed,
+                None
+            )
+            .await,
+        Err(RegistryError::LockLost(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lock_makes_the_job_available_and_its_files_dead() {
+    let registry = TestRegistry::start(RegistryConfig {
+        max_lock_seconds: 1,
+        ..RegistryConfig::default()
+    })
+    .await;
+    let client = registry.client("agent-1").await;
+    let job = registry
+        .post(vec![new_job("mediarequest", "agent-1", Some("cam-1"))])
+        .await
+        .remove(0);
+    let lock = client.lock(&job.job_id, LEASE).await.unwrap();
+    client
+        .progress(&job.job_id, &lock.lock_token, 1, 3)
+        .await
+        .unwrap();
+    let uploads = JobUploads::new(
+        client.clone(),
+        &job.job_id,
+        &lock.lock_token,
+        FileKind::Media,
+        None,
+        None,
+    );
+    let sink = UploadSink::new(
+        Arc::new(uploads),
+        UploadConfig {
+            blocks_in_flight: 1,
+            retry: fast_retry(),
+        },
+    );
+    let mut file = sink
+        .create(&OutputSpec {
+            name: "a.ts".into(),
+            content_type: "video/mp2t".into(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let seen = registry.job(&job.job_id).await;
+    assert_eq!(
+        (seen.state.as_str(), seen.task_progress),
+        ("Available", 0),
+        "computed from the stored expiry"
+    );
+    file.write(bytes::Bytes::from(vec![1u8; 10])).await.unwrap();
+    let error = file.commit(10, "").await.unwrap_err();
+    assert!(error.0.contains("lock is lost"), "{error}");
+    assert!(matches!(
+        client.renew(&job.job_id, &lock.lock_token, LEASE).await,
+        Err(RegistryError::LockLost(_))
+    ));
+    client
+        .lock(&job.job_id, LEASE)
+        .await
+        .expect("another lock after expiry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_thirty_percent_faults_each_call_has_exactly_one_effect() {
+    let registry = TestRegistry::start(RegistryConfig::default()).await;
+    let client = registry.client("agent-1").await;
+    client.check().await.unwrap();
+    let jobs = registry
+        .post(
+            (0..10)
+                .map(|i| new_job("thumbnail", "agent-1", Some(&format!("cam-{i}"))))
+                .collect(),
+        )
+        .await;
+    registry.running.registry().faults().set_rate(0.3);
+    for job in &jobs {
+        let lock = client
+            .lock(&job.job_id, LEASE)
+            .await
+            .expect("lock despite faults");
+        client
+            .progress(&job.job_id, &lock.lock_token, 1, 2)
+            .await
+            .expect("progress despite faults");
+        client
+            .renew(&job.job_id, &lock.lock_token, LEASE)
+            .await
+            .expect("renew despite faults");
+        client
+            .complete(
+                &job.job_id,
+                &lock.lock_token,
+                CompletionState::Completed,
+                None,
+            )
+            .await
+            .expect("complete despite faults");
+        // One lock: had a retried lock made a second one, this token would have lost it.
+        let seen = registry.job(&job.job_id).await;
+        assert_eq!(seen.state, "Completed");
+    }
+    let faults = registry.running.registry().faults();
+    let dropped = faults.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    let refused = faults.refused.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        dropped > 0 && refused > 0,
+        "faults happened: {dropped} dropped, {refused} refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_lock_attempts_on_twenty_jobs_lock_each_once() {
+    let registry = TestRegistry::start(RegistryConfig::default()).await;
+    let client = registry.client("agent-1").await;
+    client.check().await.unwrap();
+    let jobs = registry
+        .post(
+            (0..20)
+                .map(|i| new_job("thumbnail", "agent-1", Some(&format!("c{i}"))))
+                .collect(),
+        )
+        .await;
+    let attempts = (0..200).map(|i| {
+        let (client, job_id) = (client.clone(), jobs[i % 20].job_id.clone());
+        tokio::spawn(async move { (job_id.clone(), client.lock(&job_id, LEASE).await) })
+    });
+    let mut granted = std::collections::HashMap::new();
+    for attempt in futures::future::join_all(attempts).await {
+        let (job_id, result) = attempt.unwrap();
+        match result {
+            Ok(_) => *granted.entry(job_id).or_insert(0) += 1,
+            Err(RegistryError::LockLost(_)) => {}
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(granted.len(), 20);
+    assert!(granted.values().all(|count| *count == 1), "{granted:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_one_clear_4xx() {
+    let registry = TestRegistry::start(RegistryConfig::default()).await;
+    let base = registry.running.base_url();
+    let token = registry.token("agent-1").await;
+    let client = registry.client("agent-1").await;
+    let job = registry
+        .post(vec![new_job("mediarequest", "agent-1", Some("cam-1"))])
+        .await
+        .remove(0);
+    let lock = client.lock(&job.job_id, LEASE).await.unwrap();
+    let lock_path = format!("/agentservice/api/v1/jobs/{}/lock", job.job_id);
+    let progress_path = format!("/agentservice/api/v1/jobs/{}/progress", job.job_id);
+    let json = "application/json";
+    // (method, path, token, content type, body, status, error code)
+    type Case<'a> = (
+        &'a str,
+        String,
+        Option<&'a str>,
+        &'a str,
+        Vec<u8>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            lock_path.clone(),
+            None,
+            json,
+            b"{}".to_vec(),
+            401,
+            "UNAUTHORIZED",
+        ),
+        (
+            "POST",
+            lock_path.clone(),
+            Some(token.as_str()),
+            json,
+            b"{not json".to_vec(),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "POST",
+            lock_path.clone(),
+            Some(token.as_str()),
+            "text/plain",
+            b"{}".to_vec(),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            "POST",
+            lock_path.clone(),
+            Some(token.as_str()),
+            json,
+            vec![b' '; (1 << 20) + 10],
+            413,
+            "TOO_LARGE",
+        ),
+        (
+            "PUT",
+            progress_path.clone(),
+            Some(token.as_str()),
+            json,
+            format!(
+                r#"{{"lockToken":"{}","taskProgress":3,"taskTotal":2}}"#,
+                lock.lock_token
+            )
+            .into_bytes(),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "GET",
+            "/agentservice/api/v1/agents/agent-2/jobs".into(),
+            Some(token.as_str()),
+            json,
+            vec![],
+            403,
+            "FORBIDDEN",
+        ),
+        (
+            "GET",
+            "/agentservice/api/v1/agents/agent-1/jobs?type=video".into(),
+            Some(token.as_str()),
+            json,
+            vec![],
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "POST",
+            "/agentservice/api/v1/jobs/..%2F..%2Fetc/lock".into(),
+            Some(token.as_str()),
+            json,
+            b"{}".to_vec(),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "POST",
+            "/agentservice/api/v1/jobs/nosuchjob/lock".into(),
+            Some(token.as_str()),
+            json,
+            br#"{"agentId":"agent-1","lockDurationSeconds":5}"#.to_vec(),
+            404,
+            "NOT_FOUND",
+        ),
+        (
+            "DELETE",
+            lock_path.clone(),
+            Some(token.as_str()),
+            json,
+            vec![],
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+    ];
+    for (method, path, token, content_type, body, status, code) in cases {
+        let (got, answer) = raw(&base, method, &path, token, content_type, body).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(got, status, "{method} {path}: {answer}");
+        assert!(
+            answer.contains(code) && answer.contains("\"message\""),
+            "{method} {path}: {answer}"
+        );
+    }
+    // Blocks: too large, ids of unequal length.
+    let init = format!("/agentservice/api/v1/jobs/{}/files/media", job.job_id);
+    let body = format!(
+        r#"{{"lockToken":"{}","fileName":"a.ts","contentType":"video/mp2t"}}"#,
+        lock.lock_token
+    );
+    let (status, answer) = raw(&base, "POST", &init, Some(&token), json, body.into_bytes()).await;
+    assert_eq!(status, 200);
+    let file_id = serde_json::from_slice::<serde_json::Value>(&answer).unwrap()["fileId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let block = |id: &str| format!("/agentservice/api/v1/files/{file_id}/blocks/{id}");
+    let octets = "application/octet-stream";
+    let (status, _) = raw(
+        &base,
+        "PUT",
+        &block("AAAAAAAAAAA%3D"),
+        Some(&token),
+        octets,
+        vec![0; 100],
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, answer) = raw(
+        &base,
+        "PUT",
+        &block("AAAA"),
+        Some(&token),
+        octets,
+        vec![0; 100],
+    )
+    .await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&answer));
+    let (status, _) = raw(
+        &base,
+        "PUT",
+        &block("AAAAAAAAAAE%3D"),
+        Some(&token),
+        octets,
+        vec![0; corral_envelope::MAX_BLOCK_LEN + 1],
+    )
+    .await;
+    assert_eq!(status, 413);
+    // A commit whose block does not decrypt is refused and names the block.
+    let data = serde_json::json!({"WrappedContentKey":{"KeyId":"x","EncryptedKey":"AAAA","Algorithm":"RSA-OAEP"},
+        "EncryptionAgent":{"Protocol":"2.0","EncryptionAlgorithm":"AES_GCM_256"},
+        "EncryptedRegionInfo":{"DataLength":4194304,"NonceLength":12},"KeyWrappingMetadata":{"EncryptionLibrary":"x"},"EncryptionMode":"FullBlob"});
+    let commit = serde_json::json!({"lockToken": lock.lock_token, "blockIds": ["AAAAAAAAAAA="], "encryptionData": data, "contentLength": 72});
+    let (status, answer) = raw(
+        &base,
+        "POST",
+        &format!("/agentservice/api/v1/files/{file_id}/complete"),
+        Some(&token),
+        json,
+        commit.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&answer));
+    // Admin: an unknown job type.
+    let admin = registry.running.registry().admin_token().to_string();
+    let (status, answer) = raw(
+        &base,
+        "POST",
+        "/admin/api/v1/jobs",
+        Some(&admin),
+        json,
+        br#"{"type":"video","agentId":"a"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&answer).contains("unknown job type `video`"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_connection_file_stops_start_up_with_one_sentence() {
+    use corral::client::connection::ConnectionFile;
+    let registry = TestRegistry::start(RegistryConfig::default()).await;
+    let (path, _) = registry.add_agent("agent-1").await;
+    let mut file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    // An unreachable token service.
+    file["SecurityTokenServiceBaseAddresses"] = serde_json::json!(["http://127.0.0.1:9/connect"]);
+    let parsed = ConnectionFile::parse(file.to_string().as_bytes()).unwrap();
+    let client = corral::client::RegistryClient::from_connection_file(
+        &parsed,
+        "agent-1",
+        None,
+        None,
+        corral::client::retry::RetryPolicy {
+            deadline: Duration::from_millis(200),
+            ..fast_retry()
+        },
+    )
+    .unwrap();
+    let error = client.check().await.unwrap_err().to_string();
+    assert!(
+        error.contains("127.0.0.1:9/connect/token") && !error.contains('\n'),
+        "{error}"
+    );
+    // Another agent's key: the assertion does not verify.
+    let (other, _) = registry.add_agent("agent-2").await;
+    let mut wrong: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&other).unwrap()).unwrap();
+    wrong["ServicePrincipalId"] = serde_json::json!("agent-1");
+    let parsed = ConnectionFile::parse(wrong.to_string().as_bytes()).unwrap();
+    let client = corral::client::RegistryClient::from_connection_file(
+        &parsed,
+        "agent-1",
+        None,
+        None,
+        fast_retry(),
+    )
+    .unwrap();
+    let error = client.check().await.unwrap_err();
+    assert!(matches!(error, RegistryError::Unauthorized(_)), "{error}");
+    assert!(error.to_string().contains("signature"), "{error}");
+}
