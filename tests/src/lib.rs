@@ -19,6 +19,7 @@ use corral_camera_sim::{CameraSim, SimConfig};
 use time::OffsetDateTime;
 
 pub mod blockstore;
+pub mod interop;
 pub mod registry;
 
 /// A camera-sim, a runtime and the http-vms guest wired to them.

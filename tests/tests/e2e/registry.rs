@@ -573,3 +573,180 @@ async fn a_broken_connection_file_stops_start_up_with_one_sentence() {
     assert!(matches!(error, RegistryError::Unauthorized(_)), "{error}");
     assert!(error.to_string().contains("signature"), "{error}");
 }
+
+async fn tokens_issued(registry: &TestRegistry) -> i64 {
+    registry
+        .running
+        .registry()
+        .store()
+        .transaction(|tx| {
+            Ok(tx.query_row("SELECT COUNT(*) FROM tokens", [], |row| {
+                row.get::<_, i64>(0)
+            })?)
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_serves_many_calls_and_is_renewed_after_expiry_and_401() {
+    let registry = TestRegistry::start(RegistryConfig {
+        token_lifetime: Duration::from_secs(6),
+        ..RegistryConfig::default()
+    })
+    .await;
+    let client = registry.client("agent-1").await;
+    for _ in 0..5 {
+        client.poll(&[], None).await.unwrap();
+    }
+    assert_eq!(
+        tokens_issued(&registry).await,
+        1,
+        "one token for many calls"
+    );
+    // The server forgets every token: the next call gets 401, then a new token.
+    registry
+        .running
+        .registry()
+        .store()
+        .transaction(|tx| Ok(tx.execute("DELETE FROM tokens", [])?))
+        .await
+        .unwrap();
+    client
+        .poll(&[], None)
+        .await
+        .expect("a fresh token after the 401");
+    assert_eq!(tokens_issued(&registry).await, 1);
+    // A 6 s token is renewed when 5 s are left.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    client.poll(&[], None).await.unwrap();
+    assert_eq!(tokens_issued(&registry).await, 2, "renewed before expiry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assertion_is_accepted_once() {
+    use corral::client::connection::ConnectionFile;
+    use josekit::jws::{JwsHeader, RS512};
+    use josekit::jwt::{self, JwtPayload};
+
+    let registry = TestRegistry::start(RegistryConfig::default()).await;
+    let (path, _) = registry.add_agent("agent-1").await;
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let parsed = ConnectionFile::load(&path).unwrap();
+    let key =
+        josekit::jwk::Jwk::from_bytes(file["ServicePrincipalKey"].to_string().as_bytes()).unwrap();
+    let signer = RS512.signer_from_jwk(&key).unwrap();
+    let sign = |audience: &str, jti: &str| {
+        let mut header = JwsHeader::new();
+        header.set_key_id(&parsed.kid);
+        let mut payload = JwtPayload::new();
+        payload.set_issuer(&parsed.client_id);
+        payload.set_subject(&parsed.client_id);
+        payload.set_audience(vec![audience]);
+        payload.set_expires_at(&(std::time::SystemTime::now() + Duration::from_secs(60)));
+        payload.set_jwt_id(jti);
+        jwt::encode_with_signer(&payload, &header, &signer).unwrap()
+    };
+    let endpoint = parsed.token_endpoint();
+    let base = registry.running.base_url();
+    let post = |assertion: String| {
+        let body = format!(
+            "client_id={}&grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}",
+            urlencoding::encode(&parsed.client_id)
+        );
+        raw(
+            &base,
+            "POST",
+            "/connect/token",
+            None,
+            "application/x-www-form-urlencoded",
+            body.into_bytes(),
+        )
+    };
+    let assertion = sign(&endpoint, "jti-1");
+    assert_eq!(post(assertion.clone()).await.0, 200);
+    let (status, answer) = post(assertion).await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&answer).contains("already used"));
+    let (status, answer) = post(sign("http://elsewhere/connect/token", "jti-2")).await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&answer).contains("aud"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_file_decrypts_via_the_admin_api_and_with_the_azure_sdk() {
+    let registry = TestRegistry::start(RegistryConfig::default()).await;
+    let client = registry.client("agent-1").await;
+    let job = registry
+        .post(vec![new_job("mediarequest", "agent-1", Some("cam-1"))])
+        .await
+        .remove(0);
+    let lock = client.lock(&job.job_id, LEASE).await.unwrap();
+    let bytes: Vec<u8> = (0..(9u32 << 20) + 123).map(|i| (i % 251) as u8).collect();
+    let file_id = upload(
+        &client,
+        &job.job_id,
+        &lock.lock_token,
+        FileKind::Media,
+        "clip.ts",
+        "video/mp2t",
+        &bytes,
+    )
+    .await
+    .unwrap();
+    client
+        .complete(
+            &job.job_id,
+            &lock.lock_token,
+            CompletionState::Completed,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let base = registry.running.base_url();
+    let admin = registry.running.registry().admin_token().to_string();
+    let (status, content) = raw(
+        &base,
+        "GET",
+        &format!("/admin/api/v1/files/{file_id}/content"),
+        Some(&admin),
+        "application/json",
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(content == bytes, "the admin API decrypts to the original");
+    let (status, listing) = raw(
+        &base,
+        "GET",
+        "/admin/api/v1/jobs?state=Completed",
+        Some(&admin),
+        "application/json",
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let listing: serde_json::Value = serde_json::from_slice(&listing).unwrap();
+    assert_eq!(listing[0]["files"][0]["length"], bytes.len());
+    assert_eq!(listing[0]["files"][0]["committed"], true);
+
+    // The stored ciphertext and metadata, read by the Azure SDK.
+    let store = registry.running.registry().store().clone();
+    let id = file_id.clone();
+    let row = store
+        .transaction(move |tx| corral_registry::files::committed(tx, &id))
+        .await
+        .unwrap();
+    let ciphertext = std::fs::read(store.file_path(&file_id)).unwrap();
+    let azure = corral_tests::interop::azure_decrypt(
+        &ciphertext,
+        row.encryption_data.as_deref().unwrap(),
+        &row.private_jwk,
+        bytes.len() as u64,
+    );
+    assert!(
+        azure == bytes,
+        "azure-storage-blob decrypts the stored file"
+    );
+}

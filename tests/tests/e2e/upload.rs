@@ -1,7 +1,7 @@
 //! The upload pipeline against a loopback server: interop with the Azure SDK's
 //! reader, retries under faults, a lost lock, and a guest's output uploaded.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,50 +46,14 @@ fn sample(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("CORRAL_PYTHON") {
-        return python.into();
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/interop-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "the interop test needs azure-storage-blob: run `bash scripts/test.sh`, which makes target/interop-venv \
-         (or set CORRAL_PYTHON to a python with azure-storage-blob)"
-    );
-    venv
-}
-
 /// Decrypts a committed file with azure-storage-blob's reader.
 fn azure_decrypt(
-    dir: &Path,
+    _dir: &Path,
     file: &corral_tests::blockstore::CommittedFile,
     length: usize,
 ) -> Vec<u8> {
-    let ciphertext = dir.join("ciphertext");
-    let metadata = dir.join("encryption-data.json");
-    let jwk = dir.join("kek.json");
-    let out = dir.join("plaintext");
-    std::fs::write(&ciphertext, &file.ciphertext).unwrap();
-    std::fs::write(
-        &metadata,
-        serde_json::to_vec(&file.encryption_data).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(&jwk, &file.private_jwk).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/azure_decrypt.py");
-    let output = std::process::Command::new(python())
-        .arg(script)
-        .args([&ciphertext, &metadata, &jwk])
-        .arg(length.to_string())
-        .arg(&out)
-        .output()
-        .expect("python runs");
-    assert!(
-        output.status.success(),
-        "the Azure SDK could not decrypt: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::read(out).unwrap()
+    let data = serde_json::to_string(&file.encryption_data).unwrap();
+    corral_tests::interop::azure_decrypt(&file.ciphertext, &data, &file.private_jwk, length as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
