@@ -7,6 +7,7 @@
 //! with the manifest's limits, and its output files stream into an
 //! [`OutputSink`](sink::OutputSink).
 
+pub mod agent;
 pub mod bundled;
 pub mod client;
 pub mod engine;

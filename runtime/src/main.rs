@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the agent: poll the registry, run jobs in the sandbox, upload.
+    Agent(cli::agent::Args),
     /// Run one job with a guest, no registry: the integration author's dev loop.
     RunJob(cli::run_job::Args),
     /// Serve the simulated camera system.
@@ -29,7 +31,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging();
+    // The demo draws progress on the terminal; only warnings interrupt it.
+    let quiet = matches!(cli.command, Command::Demo(_));
+    cli::init_logging(if quiet { "warn" } else { "warn,corral=info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Agent(args) => cli::agent::run(args).await,
             Command::RunJob(args) => cli::run_job::run(args).await,
             Command::CameraSim(args) => cli::camera_sim::run(args).await,
             Command::Demo(args) => cli::demo::run(args).await,

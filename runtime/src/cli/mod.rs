@@ -1,5 +1,6 @@
 //! One module per subcommand; each parses its arguments and runs.
 
+pub mod agent;
 pub mod camera_sim;
 pub mod demo;
 pub mod registry;
@@ -7,10 +8,10 @@ pub mod run_job;
 
 use std::io::IsTerminal;
 
-/// Logs to stderr; `RUST_LOG` picks the level (default: info for corral).
-pub fn init_logging() {
+/// Logs to stderr; `RUST_LOG` overrides the `default` filter.
+pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,corral=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

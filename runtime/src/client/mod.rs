@@ -57,6 +57,20 @@ pub fn uuid_v4() -> String {
     )
 }
 
+/// One entry of a poll.
+#[derive(Debug, Clone)]
+pub enum Polled {
+    /// A job the agent can run.
+    Job(Job),
+    /// A job it cannot: its id (possibly empty) and why.
+    Malformed {
+        /// The job's id, if the entry had one.
+        job_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
 /// When a call may be sent again after a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Retry {
@@ -135,19 +149,46 @@ impl RegistryClient {
         self.inner.tokens.token().await.map(drop)
     }
 
-    /// The available jobs of the given types, oldest first as the registry sends them.
+    /// The available jobs of the given types, oldest first as the registry
+    /// sends them. A job that does not parse or lacks what its type needs
+    /// comes back as [`Polled::Malformed`], so one bad job never hides the others.
     pub async fn poll(
         &self,
         types: &[JobType],
         max: Option<usize>,
-    ) -> Result<Vec<Job>, RegistryError> {
+    ) -> Result<Vec<Polled>, RegistryError> {
         let path = protocol::jobs_path(&self.inner.agent_id, types, max);
         let body = self
             .call(Retry::Idempotent, Method::GET, &path, JSON, Bytes::new())
             .await?;
-        serde_json::from_slice(&body).map_err(|error| {
-            RegistryError::invalid(format!("GET {path}: unexpected answer: {error}"))
-        })
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|error| {
+            RegistryError::invalid(format!(
+                "GET {path}: the answer is not a list of jobs: {error}"
+            ))
+        })?;
+        Ok(list
+            .into_iter()
+            .map(|value| {
+                let job_id = value
+                    .get("jobId")
+                    .and_then(|id| id.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                match serde_json::from_value::<Job>(value) {
+                    Ok(job) => match job.validate() {
+                        Ok(()) => Polled::Job(job),
+                        Err(malformed) => Polled::Malformed {
+                            job_id,
+                            reason: malformed.to_string(),
+                        },
+                    },
+                    Err(error) => Polled::Malformed {
+                        reason: format!("job {job_id} is malformed: {error}"),
+                        job_id,
+                    },
+                }
+            })
+            .collect())
     }
 
     /// Locks `job_id` for `lease`. Retries carry the same request id, so a lost

@@ -68,10 +68,14 @@ async fn the_client_passes_every_call_and_error_code() {
 
     // Poll: only this agent's jobs, filtered by type, oldest first.
     let all = client.poll(&[], None).await.unwrap();
-    assert_eq!(
-        all.iter().map(|job| &job.job_id).collect::<Vec<_>>(),
-        [media, thumb, discovery]
-    );
+    let ids: Vec<String> = all
+        .iter()
+        .map(|polled| match polled {
+            corral::client::Polled::Job(job) => job.job_id.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, [media.clone(), thumb.clone(), discovery.clone()]);
     let thumbs = client.poll(&[JobType::Thumbnail], Some(5)).await.unwrap();
     assert_eq!(thumbs.len(), 1);
 

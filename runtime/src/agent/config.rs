@@ -1,0 +1,226 @@
+//! `agent.toml`: what one agent process is (one registry identity) and how it
+//! works.
+//!
+//! ```toml
+//! connection_file = "agent-1.json"   # a Clearance-style connection file
+//! agent_id = "agent-1"
+//! guests_dir = "guests"              # each <name>.wasm with its manifest <name>.toml beside it
+//! max_jobs = 4                       # jobs at once, overall
+//! poll_interval_secs = 5             # the longest wait between polls when idle
+//! status_listen = "127.0.0.1:9187"   # optional: /healthz and /metrics
+//!
+//! # Optional, with their defaults:
+//! # registry_url = "https://..."     # instead of the file's first ApiBaseAddresses entry
+//! # ca_file = "registry-ca.pem"      # an extra CA for an on-premise registry
+//! # lock_secs = 60                   # lease asked for each job
+//! # shutdown_grace_secs = 30         # how long running jobs may finish on SIGTERM
+//! # blocks_in_flight = 4             # upload blocks in flight per file
+//! # [max_jobs_per_type]
+//! # mediarequest = 2
+//! ```
+//!
+//! Camera credentials the manifests name come from the environment:
+//! `CORRAL_SECRET_<NAME>=user:password`. Relative paths are relative to the
+//! config file's folder.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::protocol::JobType;
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("agent config {path}: {problem}")]
+pub struct ConfigError {
+    path: String,
+    problem: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    connection_file: PathBuf,
+    agent_id: String,
+    guests_dir: PathBuf,
+    #[serde(default = "default_max_jobs")]
+    max_jobs: usize,
+    #[serde(default)]
+    max_jobs_per_type: BTreeMap<String, usize>,
+    #[serde(default = "default_poll")]
+    poll_interval_secs: f64,
+    status_listen: Option<SocketAddr>,
+    registry_url: Option<String>,
+    ca_file: Option<PathBuf>,
+    #[serde(default = "default_lock")]
+    lock_secs: u64,
+    #[serde(default = "default_grace")]
+    shutdown_grace_secs: f64,
+    #[serde(default = "default_blocks")]
+    blocks_in_flight: usize,
+}
+
+fn default_max_jobs() -> usize {
+    4
+}
+fn default_poll() -> f64 {
+    5.0
+}
+fn default_lock() -> u64 {
+    60
+}
+fn default_grace() -> f64 {
+    30.0
+}
+fn default_blocks() -> usize {
+    4
+}
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The connection file.
+    pub connection_file: PathBuf,
+    /// This agent's id.
+    pub agent_id: String,
+    /// The guests folder.
+    pub guests_dir: PathBuf,
+    /// Jobs at once.
+    pub max_jobs: usize,
+    /// Jobs at once per type.
+    pub max_jobs_per_type: BTreeMap<JobType, usize>,
+    /// Longest wait between polls when idle.
+    pub poll_interval: Duration,
+    /// Where to serve /healthz and /metrics.
+    pub status_listen: Option<SocketAddr>,
+    /// Registry base URL override.
+    pub registry_url: Option<String>,
+    /// Extra CA certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Lease asked for each job.
+    pub lock_duration: Duration,
+    /// How long running jobs may finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// Upload blocks in flight per file.
+    pub blocks_in_flight: usize,
+}
+
+impl AgentConfig {
+    /// Reads and checks the config at `path`.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let fail = |problem: String| ConfigError {
+            path: path.display().to_string(),
+            problem,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| fail(format!("cannot be read: {error}")))?;
+        let raw: RawConfig = toml::from_str(&text)
+            .map_err(|error| fail(error.to_string().trim().replace('\n', " ")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        if raw.agent_id.trim().is_empty() {
+            return Err(fail("agent_id is empty".into()));
+        }
+        if raw.max_jobs == 0 {
+            return Err(fail("max_jobs must be at least 1".into()));
+        }
+        if !(raw.poll_interval_secs > 0.0 && raw.poll_interval_secs < 86_400.0) {
+            return Err(fail(format!(
+                "poll_interval_secs = {} is not a positive number of seconds",
+                raw.poll_interval_secs
+            )));
+        }
+        if raw.lock_secs < 3 {
+            return Err(fail("lock_secs must be at least 3".into()));
+        }
+        let mut per_type = BTreeMap::new();
+        for (name, limit) in raw.max_jobs_per_type {
+            let job = JobType::parse(&name).ok_or_else(|| {
+                fail(format!("max_jobs_per_type names unknown job type `{name}`"))
+            })?;
+            per_type.insert(job, limit);
+        }
+        Ok(AgentConfig {
+            connection_file: resolve(raw.connection_file),
+            agent_id: raw.agent_id,
+            guests_dir: resolve(raw.guests_dir),
+            max_jobs: raw.max_jobs,
+            max_jobs_per_type: per_type,
+            poll_interval: Duration::from_secs_f64(raw.poll_interval_secs),
+            status_listen: raw.status_listen,
+            registry_url: raw.registry_url,
+            ca_file: raw.ca_file.map(resolve),
+            lock_duration: Duration::from_secs(raw.lock_secs),
+            shutdown_grace: Duration::from_secs_f64(raw.shutdown_grace_secs.max(0.0)),
+            blocks_in_flight: raw.blocks_in_flight.max(1),
+        })
+    }
+
+    /// A config for an agent set up in code (the demo, tests).
+    pub fn new(agent_id: &str, connection_file: PathBuf, guests_dir: PathBuf) -> AgentConfig {
+        AgentConfig {
+            connection_file,
+            agent_id: agent_id.to_string(),
+            guests_dir,
+            max_jobs: default_max_jobs(),
+            max_jobs_per_type: BTreeMap::new(),
+            poll_interval: Duration::from_secs_f64(default_poll()),
+            status_listen: None,
+            registry_url: None,
+            ca_file: None,
+            lock_duration: Duration::from_secs(default_lock()),
+            shutdown_grace: Duration::from_secs_f64(default_grace()),
+            blocks_in_flight: default_blocks(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<AgentConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        AgentConfig::load(&path)
+    }
+
+    #[test]
+    fn the_documented_example_loads() {
+        let config = load(
+            "connection_file = \"agent-1.json\"\nagent_id = \"agent-1\"\nguests_dir = \"guests\"\nmax_jobs = 4\n\
+             poll_interval_secs = 5\nstatus_listen = \"127.0.0.1:9187\"\n[max_jobs_per_type]\nmediarequest = 2\n",
+        )
+        .unwrap();
+        assert_eq!(config.max_jobs, 4);
+        assert!(config.connection_file.is_absolute());
+        assert_eq!(config.max_jobs_per_type[&JobType::MediaRequest], 2);
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let base = "connection_file = \"c.json\"\nagent_id = \"a\"\nguests_dir = \"g\"\n";
+        for (extra, expected) in [
+            ("max_jobs = 0\n", "max_jobs"),
+            ("colour = 1\n", "unknown field"),
+            (
+                "[max_jobs_per_type]\nvideo = 1\n",
+                "unknown job type `video`",
+            ),
+            ("lock_secs = 1\n", "lock_secs"),
+        ] {
+            let error = load(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+        assert!(
+            load("agent_id = \"a\"\n")
+                .unwrap_err()
+                .to_string()
+                .contains("connection_file")
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! The agent: one registry identity, a folder of guests, and the loop that
+//! polls, locks, runs and reports.
+//!
+//! The model: the [scheduler](Agent::run) polls only for the job types its
+//! guests serve and only while it has capacity (overall and per type); when
+//! idle it backs off up to the poll interval, when busy it polls again as soon
+//! as a job ends. It takes jobs oldest first and locks each; a 409 moves it to
+//! the next. Each locked job runs in its own task ([`runner`]) with a
+//! [lease keeper](lease). On shutdown it stops polling, lets running jobs
+//! finish within a grace period, then releases the rest; a second signal
+//! releases at once.
+
+pub mod catalog;
+pub mod config;
+pub mod lease;
+pub mod metrics;
+pub mod runner;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use self::catalog::Catalog;
+use self::config::AgentConfig;
+use self::metrics::Metrics;
+use self::runner::Ended;
+use crate::client::connection::ConnectionFile;
+use crate::client::retry::RetryPolicy;
+use crate::client::{Polled, RegistryClient, RegistryError};
+use crate::engine::{Runtime, RuntimeConfig};
+use crate::protocol::JobType;
+use crate::secrets::Secrets;
+
+/// Where shutdown stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum StopLevel {
+    Running,
+    /// Stop polling; let running jobs finish.
+    Draining,
+    /// Release running jobs now.
+    Releasing,
+}
+
+/// A handle to stop an agent: [`Stop::drain`] (first signal), then
+/// [`Stop::release_all`] (second signal, or the grace period's end).
+#[derive(Clone)]
+pub struct Stop {
+    level: watch::Sender<StopLevel>,
+    watcher: watch::Receiver<StopLevel>,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        let (level, watcher) = watch::channel(StopLevel::Running);
+        Stop { level, watcher }
+    }
+}
+
+impl Stop {
+    /// Stops polling; running jobs may finish within the grace period.
+    pub fn drain(&self) {
+        self.level.send_if_modified(|level| {
+            let raise = *level < StopLevel::Draining;
+            if raise {
+                *level = StopLevel::Draining;
+            }
+            raise
+        });
+    }
+
+    /// Releases every running job now.
+    pub fn release_all(&self) {
+        self.level.send_replace(StopLevel::Releasing);
+    }
+
+    fn level(&self) -> StopLevel {
+        *self.watcher.borrow()
+    }
+
+    async fn wait_for(&mut self, level: StopLevel) {
+        let _ = self.watcher.wait_for(|now| *now >= level).await;
+    }
+
+    /// Resolves when jobs must be released.
+    pub(crate) async fn wait_for_release(&mut self) {
+        self.wait_for(StopLevel::Releasing).await;
+    }
+}
+
+/// What every job task shares.
+pub struct AgentCtx {
+    pub(crate) client: RegistryClient,
+    pub(crate) catalog: Catalog,
+    pub(crate) config: AgentConfig,
+    pub(crate) secrets: Arc<Secrets>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) stop: Stop,
+}
+
+/// Why an agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The connection file.
+    #[error(transparent)]
+    Connection(#[from] crate::client::connection::ConnectionError),
+    /// The guests.
+    #[error(transparent)]
+    Guests(#[from] catalog::CatalogError),
+    /// The engine.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    /// The registry refused or could not be reached.
+    #[error("cannot reach the registry: {0}")]
+    Registry(RegistryError),
+    /// Anything else about the set-up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// A configured agent.
+pub struct Agent {
+    ctx: Arc<AgentCtx>,
+}
+
+impl Agent {
+    /// Loads the connection file and the guests, and gets a first token, so any
+    /// problem stops start-up with one message.
+    pub async fn start(config: AgentConfig, secrets: Secrets) -> Result<Agent, StartError> {
+        let file = ConnectionFile::load(&config.connection_file)?;
+        let runtime = Runtime::new(RuntimeConfig {
+            max_instances: (config.max_jobs as u32 + 4) * 2,
+        })?;
+        let catalog = Catalog::load(&runtime, &config.guests_dir)?;
+        let retry = RetryPolicy::default();
+        let client = RegistryClient::from_connection_file(
+            &file,
+            &config.agent_id,
+            config.registry_url.as_deref(),
+            config.ca_file.as_deref(),
+            retry,
+        )
+        .map_err(StartError::Setup)?;
+        client.check().await.map_err(StartError::Registry)?;
+        Ok(Agent::with_parts(client, catalog, config, secrets, retry))
+    }
+
+    /// An agent from parts already set up (the demo and tests).
+    pub fn with_parts(
+        client: RegistryClient,
+        catalog: Catalog,
+        config: AgentConfig,
+        secrets: Secrets,
+        retry: RetryPolicy,
+    ) -> Agent {
+        Agent {
+            ctx: Arc::new(AgentCtx {
+                client,
+                catalog,
+                config,
+                secrets: Arc::new(secrets),
+                metrics: Arc::new(Metrics::default()),
+                retry,
+                stop: Stop::default(),
+            }),
+        }
+    }
+
+    /// Its counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.ctx.metrics.clone()
+    }
+
+    /// The handle that stops it.
+    pub fn stopper(&self) -> Stop {
+        self.ctx.stop.clone()
+    }
+
+    /// Its guests.
+    pub fn catalog(&self) -> &Catalog {
+        &self.ctx.catalog
+    }
+
+    /// Polls and runs jobs until stopped; returns once every job has ended.
+    pub async fn run(self) {
+        let ctx = self.ctx;
+        let ended = Arc::new(Notify::new());
+        let mut running: JoinSet<(JobType, Ended)> = JoinSet::new();
+        let mut per_type: HashMap<JobType, usize> = HashMap::new();
+        let mut stop = ctx.stop.clone();
+        let mut idle_wait = Duration::from_millis(50);
+        let mut failing = false;
+        while stop.level() == StopLevel::Running {
+            while let Some(done) = running.try_join_next() {
+                if let Ok((job_type, _)) = done {
+                    *per_type.entry(job_type).or_default() -= 1;
+                }
+            }
+            let mut started = 0;
+            let capacity = ctx.config.max_jobs.saturating_sub(running.len());
+            let types: Vec<JobType> = ctx
+                .catalog
+                .served_types()
+                .into_iter()
+                .filter(|job| {
+                    per_type.get(job).copied().unwrap_or(0) < type_limit(&ctx.config, *job)
+                })
+                .collect();
+            if capacity > 0 && !types.is_empty() {
+                match ctx.client.poll(&types, Some(capacity * 2)).await {
+                    Ok(polled) => {
+                        if failing {
+                            tracing::info!("the registry answers again");
+                            failing = false;
+                        }
+                        started =
+                            take_jobs(&ctx, polled, capacity, &mut per_type, &mut running, &ended)
+                                .await;
+                    }
+                    Err(error) => {
+                        Metrics::bump(&ctx.metrics.registry_errors);
+                        if !failing {
+                            tracing::warn!("polling failed: {error}");
+                            failing = true;
+                        }
+                    }
+                }
+            }
+            if started > 0 {
+                idle_wait = Duration::from_millis(50);
+                continue;
+            }
+            tokio::select! {
+                () = ended.notified() => idle_wait = Duration::from_millis(50),
+                () = tokio::time::sleep(idle_wait) => idle_wait = (idle_wait * 2).min(ctx.config.poll_interval),
+                () = stop.wait_for(StopLevel::Draining) => {}
+            }
+        }
+        drain(&ctx, running).await;
+    }
+}
+
+fn type_limit(config: &AgentConfig, job: JobType) -> usize {
+    config
+        .max_jobs_per_type
+        .get(&job)
+        .copied()
+        .unwrap_or(usize::MAX)
+}
+
+/// Locks and starts jobs from a poll, oldest first, within capacity.
+async fn take_jobs(
+    ctx: &Arc<AgentCtx>,
+    polled: Vec<Polled>,
+    mut capacity: usize,
+    per_type: &mut HashMap<JobType, usize>,
+    running: &mut JoinSet<(JobType, Ended)>,
+    ended: &Arc<Notify>,
+) -> usize {
+    let mut started = 0;
+    for entry in polled {
+        if capacity == 0 {
+            break;
+        }
+        let job = match entry {
+            Polled::Job(job) => job,
+            Polled::Malformed { job_id, reason } => {
+                cancel_malformed(ctx, &job_id, &reason).await;
+                continue;
+            }
+        };
+        let count = per_type.entry(job.job_type).or_default();
+        if *count >= type_limit(&ctx.config, job.job_type) {
+            continue;
+        }
+        match ctx.client.lock(&job.job_id, ctx.config.lock_duration).await {
+            Ok(lock) => {
+                *count += 1;
+                capacity -= 1;
+                started += 1;
+                let (ctx, ended) = (ctx.clone(), ended.clone());
+                tracing::info!(job = job.job_id, "locked {} job", job.job_type);
+                running.spawn(async move {
+                    ctx.metrics.running.fetch_add(1, Ordering::Relaxed);
+                    let job_type = job.job_type;
+                    let result = runner::run(ctx.clone(), job, lock).await;
+                    ctx.metrics.running.fetch_sub(1, Ordering::Relaxed);
+                    ended.notify_one();
+                    (job_type, result)
+                });
+            }
+            Err(RegistryError::LockLost(_) | RegistryError::Gone(_)) => {}
+            Err(error) => {
+                Metrics::bump(&ctx.metrics.registry_errors);
+                tracing::warn!(job = job.job_id, "lock failed: {error}");
+            }
+        }
+    }
+    started
+}
+
+/// A job this agent can never run is locked and cancelled with the reason.
+async fn cancel_malformed(ctx: &AgentCtx, job_id: &str, reason: &str) {
+    tracing::warn!("{reason}");
+    if job_id.is_empty() {
+        return;
+    }
+    if let Ok(lock) = ctx.client.lock(job_id, ctx.config.lock_duration).await
+        && ctx
+            .client
+            .cancel(job_id, &lock.lock_token, reason)
+            .await
+            .is_ok()
+    {
+        Metrics::bump(&ctx.metrics.cancelled);
+    }
+}
+
+/// After the loop: running jobs get the grace period, then are released.
+async fn drain(ctx: &Arc<AgentCtx>, mut running: JoinSet<(JobType, Ended)>) {
+    if running.is_empty() {
+        return;
+    }
+    tracing::info!(
+        "stopping: {} jobs running, {:?} to finish",
+        running.len(),
+        ctx.config.shutdown_grace
+    );
+    let mut stop = ctx.stop.clone();
+    let grace = tokio::time::sleep(ctx.config.shutdown_grace);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            next = running.join_next() => if next.is_none() { return },
+            () = &mut grace => {
+                tracing::info!("grace period over: releasing {} jobs", running.len());
+                ctx.stop.release_all();
+                break;
+            }
+            () = stop.wait_for_release() => break,
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
