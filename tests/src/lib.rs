@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 pub mod blockstore;
 pub mod interop;
 pub mod registry;
+pub mod world;
 
 /// A camera-sim, a runtime and the http-vms guest wired to them.
 pub struct Harness {

@@ -1,6 +1,7 @@
 //! End-to-end tests: real components in the real runtime against camera-sim on
 //! loopback. One test binary, so wasmtime is linked once.
 
+mod agent;
 mod camera_sim;
 mod http_vms;
 mod loading;

@@ -1,0 +1,172 @@
+//! A whole world on loopback for agent tests: camera-sim, the on-premise
+//! registry, a guests folder with http-vms granted the camera, a connection
+//! file, and agents made from them.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use corral::agent::catalog::Catalog;
+use corral::agent::config::AgentConfig;
+use corral::agent::{Agent, Stop};
+use corral::bundled::{self, CAMERA_SIM_SECRET};
+use corral::client::RegistryClient;
+use corral::client::connection::ConnectionFile;
+use corral::engine::{Runtime, RuntimeConfig};
+use corral::secrets::Secrets;
+use corral_camera_sim::{CameraSim, SimConfig};
+use corral_registry::{JobJson, NewJob, RegistryConfig};
+
+use crate::registry::{TestRegistry, fast_retry};
+
+/// Everything an agent talks to.
+pub struct World {
+    /// The camera system.
+    pub sim: CameraSim,
+    /// The registry.
+    pub registry: TestRegistry,
+    /// The engine agents share.
+    pub runtime: Runtime,
+    /// The guests folder.
+    pub guests_dir: PathBuf,
+    /// The agent id every agent of this world uses.
+    pub agent_id: String,
+    /// Its connection file.
+    pub connection: PathBuf,
+}
+
+/// A running agent: stop it, or wait for it.
+pub struct RunningAgent {
+    /// Its stop handle.
+    pub stop: Stop,
+    /// Its counters.
+    pub metrics: std::sync::Arc<corral::agent::metrics::Metrics>,
+    /// Its task.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl World {
+    /// Starts a world with `config` for the registry and `sim` for the camera.
+    pub async fn start(config: RegistryConfig, sim: SimConfig) -> World {
+        let sim = CameraSim::start(sim, crate::loopback())
+            .await
+            .expect("camera-sim");
+        let registry = TestRegistry::start(config).await;
+        let agent_id = "agent-1".to_string();
+        let (connection, _) = registry.add_agent(&agent_id).await;
+        let guests_dir = registry.dir.path().join("guests");
+        std::fs::create_dir_all(&guests_dir).unwrap();
+        std::fs::write(guests_dir.join("http-vms.wasm"), bundled::HTTP_VMS).unwrap();
+        let manifest = bundled::HTTP_VMS_MANIFEST.replace("http://127.0.0.1:8081", &sim.base_url());
+        std::fs::write(guests_dir.join("http-vms.toml"), manifest).unwrap();
+        World {
+            sim,
+            registry,
+            runtime: Runtime::new(RuntimeConfig { max_instances: 32 }).expect("engine"),
+            guests_dir,
+            agent_id,
+            connection,
+        }
+    }
+
+    /// The secrets an agent needs for camera-sim.
+    pub fn secrets(&self) -> Secrets {
+        let mut secrets = Secrets::default();
+        let config = self.sim.config();
+        secrets
+            .insert(
+                CAMERA_SIM_SECRET,
+                &format!("{}:{}", config.username, config.password),
+            )
+            .unwrap();
+        secrets
+    }
+
+    /// An agent config for this world, polling every 200 ms.
+    pub fn config(&self) -> AgentConfig {
+        let mut config = AgentConfig::new(
+            &self.agent_id,
+            self.connection.clone(),
+            self.guests_dir.clone(),
+        );
+        config.poll_interval = Duration::from_millis(200);
+        config
+    }
+
+    /// A client of the world's agent identity.
+    pub fn client(&self) -> RegistryClient {
+        let file = ConnectionFile::load(&self.connection).expect("connection file");
+        RegistryClient::from_connection_file(&file, &self.agent_id, None, None, fast_retry())
+            .expect("client")
+    }
+
+    /// Starts an agent with `config`.
+    pub fn agent(&self, config: AgentConfig) -> RunningAgent {
+        self.agent_with(config, self.secrets())
+    }
+
+    /// Starts an agent with `config` and `secrets`.
+    pub fn agent_with(&self, config: AgentConfig, secrets: Secrets) -> RunningAgent {
+        let catalog = Catalog::load(&self.runtime, &self.guests_dir).expect("guests");
+        let agent = Agent::with_parts(self.client(), catalog, config, secrets, fast_retry());
+        RunningAgent {
+            stop: agent.stopper(),
+            metrics: agent.metrics(),
+            task: tokio::spawn(agent.run()),
+        }
+    }
+
+    /// Posts jobs.
+    pub async fn post(&self, jobs: Vec<NewJob>) -> Vec<String> {
+        self.registry
+            .post(jobs)
+            .await
+            .into_iter()
+            .map(|job| job.job_id)
+            .collect()
+    }
+
+    /// A job of this world's agent.
+    pub fn job(&self, job_type: &str, device: Option<&str>) -> NewJob {
+        crate::registry::new_job(job_type, &self.agent_id, device)
+    }
+
+    /// Waits (checking every 50 ms, up to `limit`) until `done` holds for the jobs `ids`.
+    pub async fn wait_until(
+        &self,
+        ids: &[String],
+        limit: Duration,
+        done: impl Fn(&JobJson) -> bool,
+    ) -> Vec<JobJson> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut jobs = Vec::new();
+            for id in ids {
+                jobs.push(self.registry.job(id).await);
+            }
+            if jobs.iter().all(&done) {
+                return jobs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "jobs did not reach the state in {limit:?}: {jobs:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the jobs are final.
+    pub async fn wait_final(&self, ids: &[String], limit: Duration) -> Vec<JobJson> {
+        self.wait_until(ids, limit, |job| {
+            !matches!(job.state.as_str(), "Available" | "Locked")
+        })
+        .await
+    }
+}
+
+impl RunningAgent {
+    /// Drains it and waits for it to end.
+    pub async fn stop(self) {
+        self.stop.drain();
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,295 @@
+//! The agent through the registry: scheduling, leases, outcomes, shutdown.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use corral_camera_sim::{FaultSettings, SimConfig, recording};
+use corral_registry::{JobJson, RegistryConfig};
+use corral_tests::world::World;
+
+/// The plaintext of a job's one committed file.
+async fn committed_file(world: &World, job: &JobJson) -> Vec<u8> {
+    let files: Vec<_> = job
+        .files
+        .iter()
+        .flatten()
+        .filter(|file| file.committed)
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "one committed file for {}: {:?}",
+        job.job_id,
+        job.files
+    );
+    let store = world.registry.running.registry().store().clone();
+    let id = files[0].file_id.clone();
+    let row = store
+        .transaction(move |tx| corral_registry::files::committed(tx, &id))
+        .await
+        .unwrap();
+    corral_registry::files::decrypt(&store, &row).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_agents_do_each_job_exactly_once() {
+    let world = World::start(RegistryConfig::default(), SimConfig::with_devices(6)).await;
+    let mut jobs: Vec<_> = (0..24)
+        .map(|i| world.job("thumbnail", Some(&format!("cam-{:04}", i % 6 + 1))))
+        .collect();
+    jobs.push(world.job("discovery", None));
+    let ids = world.post(jobs).await;
+    let agents: Vec<_> = (0..3).map(|_| world.agent(world.config())).collect();
+    let done = world.wait_final(&ids, Duration::from_secs(60)).await;
+    for job in &done {
+        assert_eq!(job.state, "Completed", "{job:?}");
+        let bytes = committed_file(&world, job).await;
+        if job.job_type == "thumbnail" {
+            assert!(bytes.starts_with(&[0xff, 0xd8, 0xff]));
+        }
+    }
+    let mut completed = 0;
+    for agent in agents {
+        completed += agent.metrics.completed.load(Ordering::Relaxed);
+        agent.stop().await;
+    }
+    assert_eq!(
+        completed,
+        ids.len() as u64,
+        "each job completed once, by one agent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_capped_at_3s_is_renewed_through_10s_of_work() {
+    // A 10-second recording at 2 Mbit/s is 2.5 MB: ten 256 KiB chunks, one a second.
+    let sim = SimConfig {
+        bitrate_bps: 2_000_000,
+        ..SimConfig::with_devices(1)
+    };
+    let world = World::start(
+        RegistryConfig {
+            max_lock_seconds: 3,
+            ..RegistryConfig::default()
+        },
+        sim,
+    )
+    .await;
+    world.sim.faults().set(FaultSettings {
+        chunk_delay_ms: 1000,
+        ..Default::default()
+    });
+    let ids = world
+        .post(vec![world.job("mediarequest", Some("cam-0001"))])
+        .await;
+    let mut config = world.config();
+    config.lock_duration = Duration::from_secs(30);
+    let agent = world.agent(config);
+    let done = world.wait_final(&ids, Duration::from_secs(40)).await;
+    assert_eq!(done[0].state, "Completed", "{:?}", done[0]);
+    let renewals = agent.metrics.lock_renewals.load(Ordering::Relaxed);
+    assert!(
+        renewals >= 3,
+        "renewed every 2 s of the 3 s lease: {renewals}"
+    );
+    let expected =
+        recording::recording("cam-0001", 2_000_000, 1_795_168_800_000, 1_795_168_810_000);
+    assert!(committed_file(&world, &done[0]).await == expected);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lock_stops_the_guest_and_nothing_is_committed() {
+    let sim = SimConfig {
+        bitrate_bps: 8_000_000,
+        ..SimConfig::with_devices(1)
+    };
+    let world = World::start(RegistryConfig::default(), sim).await;
+    world.sim.faults().set(FaultSettings {
+        chunk_delay_ms: 100,
+        ..Default::default()
+    });
+    let ids = world
+        .post(vec![world.job("mediarequest", Some("cam-0001"))])
+        .await;
+    let mut config = world.config();
+    config.lock_duration = Duration::from_secs(3);
+    let agent = world.agent(config);
+    world
+        .wait_until(&ids, Duration::from_secs(20), |job| {
+            job.state == "Locked" && job.task_progress > 0
+        })
+        .await;
+    // The lock expires under the agent and someone else takes the job.
+    let id = ids[0].clone();
+    world
+        .registry
+        .running
+        .registry()
+        .store()
+        .transaction(move |tx| {
+            Ok(tx.execute(
+                "UPDATE jobs SET lock_expires_ms = 0 WHERE job_id = ?1",
+                [&id],
+            )?)
+        })
+        .await
+        .unwrap();
+    let thief = world
+        .client()
+        .lock(&ids[0], Duration::from_secs(60))
+        .await
+        .expect("the job is free again");
+    // The agent's next renewal answers 409: it stops the guest and completes nothing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while agent.metrics.lock_lost.load(Ordering::Relaxed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never noticed the lost lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let job = world.registry.job(&ids[0]).await;
+    assert_eq!(job.state, "Locked", "still the thief's: {job:?}");
+    assert!(
+        job.files.iter().flatten().all(|file| !file.committed),
+        "nothing committed: {:?}",
+        job.files
+    );
+    assert_eq!(agent.metrics.completed.load(Ordering::Relaxed), 0);
+    drop(thief);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_outcome_maps_to_its_registry_call() {
+    let world = World::start(RegistryConfig::default(), SimConfig::with_devices(2)).await;
+    // Unsupported (404 for an unknown camera) → cancelled; a malformed job → cancelled.
+    let unknown = world
+        .post(vec![world.job("thumbnail", Some("cam-9999"))])
+        .await;
+    let malformed = "malformed-job-1".to_string();
+    let inserted = malformed.clone();
+    world
+        .registry
+        .running
+        .registry()
+        .store()
+        .transaction(move |tx| {
+            Ok(tx.execute(
+                "INSERT INTO jobs (job_id, job_type, agent_id, parameters, state, created_ms)
+                 VALUES (?1, 'thumbnail', 'agent-1', '{}', 'Available', 0)",
+                [&inserted],
+            )?)
+        })
+        .await
+        .unwrap();
+    // Unavailable (the camera answers 503 once) → released, then done on the next try.
+    world.sim.faults().set(FaultSettings {
+        fail_status: Some(503),
+        fail_count: 1,
+        delay_ms: 0,
+        ..Default::default()
+    });
+    let flaky = world
+        .post(vec![world.job("thumbnail", Some("cam-0001"))])
+        .await;
+    let agent = world.agent(world.config());
+    let done = world
+        .wait_final(
+            &[unknown[0].clone(), malformed.clone(), flaky[0].clone()],
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(done[0].state, "Cancelled");
+    assert!(
+        done[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("404"),
+        "{:?}",
+        done[0].message
+    );
+    assert_eq!(done[1].state, "Cancelled");
+    assert!(
+        done[1]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("deviceId is missing"),
+        "{:?}",
+        done[1].message
+    );
+    assert_eq!(done[2].state, "Completed");
+    assert!(
+        agent.metrics.released.load(Ordering::Relaxed) >= 1,
+        "the 503 released the job once"
+    );
+    agent.stop().await;
+
+    // Failed: the camera refuses the agent's credentials.
+    let failing = world.post(vec![world.job("discovery", None)]).await;
+    let mut secrets = corral::secrets::Secrets::default();
+    secrets
+        .insert(corral::bundled::CAMERA_SIM_SECRET, "operator:wrong")
+        .unwrap();
+    let agent = world.agent_with(world.config(), secrets);
+    let done = world.wait_final(&failing, Duration::from_secs(30)).await;
+    assert_eq!(done[0].state, "Failed");
+    assert!(
+        done[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("401"),
+        "{:?}",
+        done[0].message
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_running_jobs_finish_or_releases_them() {
+    let sim = SimConfig {
+        bitrate_bps: 2_000_000,
+        ..SimConfig::with_devices(2)
+    };
+    let world = World::start(RegistryConfig::default(), sim).await;
+    world.sim.faults().set(FaultSettings {
+        chunk_delay_ms: 300,
+        ..Default::default()
+    });
+    // Graceful: the running job finishes within the grace period.
+    let ids = world
+        .post(vec![world.job("mediarequest", Some("cam-0001"))])
+        .await;
+    let agent = world.agent(world.config());
+    world
+        .wait_until(&ids, Duration::from_secs(20), |job| job.state == "Locked")
+        .await;
+    agent.stop.drain();
+    agent.task.await.unwrap();
+    assert_eq!(world.registry.job(&ids[0]).await.state, "Completed");
+
+    // No grace: the running job is released, available for another agent.
+    let ids = world
+        .post(vec![world.job("mediarequest", Some("cam-0002"))])
+        .await;
+    let mut config = world.config();
+    config.shutdown_grace = Duration::ZERO;
+    let agent = world.agent(config);
+    world
+        .wait_until(&ids, Duration::from_secs(20), |job| job.state == "Locked")
+        .await;
+    agent.stop.drain();
+    agent.task.await.unwrap();
+    let job = world.registry.job(&ids[0]).await;
+    assert_eq!(
+        (job.state.as_str(), job.task_progress),
+        ("Available", 0),
+        "released: {job:?}"
+    );
+    assert!(job.files.iter().flatten().all(|file| !file.committed));
+    assert_eq!(agent.metrics.released.load(Ordering::Relaxed), 1);
+}
