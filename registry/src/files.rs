@@ -3,7 +3,6 @@
 //! before it accepts. Committed files are kept as ciphertext + metadata, as
 //! the real service keeps them, and decrypted on demand.
 
-use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
@@ -172,13 +171,18 @@ pub fn check_block(
 }
 
 /// Writes a block durably enough for a process crash (write, then rename).
-pub fn write_block(path: &Path, block: &Bytes) -> ApiResult<()> {
+pub fn write_block(path: &Path, block: &[Bytes]) -> ApiResult<()> {
+    use std::io::Write;
     let dir = path
         .parent()
         .ok_or_else(|| internal("a block path without a folder"))?;
     std::fs::create_dir_all(dir).map_err(internal)?;
     let partial = path.with_extension("partial");
-    std::fs::write(&partial, block).map_err(internal)?;
+    let mut file = std::fs::File::create(&partial).map_err(internal)?;
+    for frame in block {
+        file.write_all(frame).map_err(internal)?;
+    }
+    drop(file);
     std::fs::rename(&partial, path).map_err(internal)
 }
 
@@ -264,13 +268,10 @@ pub struct Verified {
     sha256: String,
 }
 
-/// Phase two (no database): decrypts every block, checks the content for its
-/// kind, and writes the ciphertext as the committed file.
-pub fn verify_and_store(
-    store: &Store,
-    plan: &CommitPlan,
-    content_length: u64,
-) -> ApiResult<Verified> {
+/// Phase two (no database): decrypts every block in commit order and checks
+/// the content for its kind. The blocks already on disk become the committed
+/// file: nothing is copied.
+pub fn verify(plan: &CommitPlan, content_length: u64) -> ApiResult<Verified> {
     let unwrapper =
         KeyUnwrapper::from_jwk_json(plan.file.private_jwk.as_bytes()).map_err(internal)?;
     let decryptor = Decryptor::new(&plan.data, &unwrapper, content_length)
@@ -285,14 +286,10 @@ pub fn verify_and_store(
             plan.file.kind
         )));
     }
-    let target = store.file_path(&plan.file.file_id);
-    let partial = target.with_extension("partial");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(internal)?);
     let mut hasher = Sha256::new();
     let mut plaintext = Vec::new();
     for (index, path) in plan.block_paths.iter().enumerate() {
         let mut block = std::fs::read(path).map_err(internal)?;
-        out.write_all(&block).map_err(internal)?;
         let plain = decryptor
             .open(index as u64, &mut block)
             .map_err(|error| bad(error.to_string()))?;
@@ -304,10 +301,6 @@ pub fn verify_and_store(
     if small {
         check_content(&plan.file.kind, &plaintext)?;
     }
-    out.flush().map_err(internal)?;
-    out.get_ref().sync_all().map_err(internal)?;
-    drop(out);
-    std::fs::rename(&partial, &target).map_err(internal)?;
     Ok(Verified {
         sha256: hex(&hasher.finalize()),
     })
@@ -353,14 +346,12 @@ fn check_content(kind: &str, plaintext: &[u8]) -> ApiResult<()> {
 /// Phase three: records the commit if the lock still holds.
 pub fn record_commit(
     tx: &Transaction<'_>,
-    store: &Store,
     plan: &CommitPlan,
     body: &CompleteFileBody,
     verified: &Verified,
 ) -> ApiResult<()> {
     let file = store::file(tx, &plan.file.file_id)?.ok_or_else(|| internal("the file vanished"))?;
     if file.committed || !lock_holds(tx, &file)? {
-        let _ = std::fs::remove_file(store.file_path(&file.file_id));
         return Err(conflict(format!(
             "the lock file {} was initialized under is gone",
             file.file_id
@@ -385,9 +376,48 @@ pub fn record_commit(
     Ok(())
 }
 
-/// Removes the blocks of a committed or abandoned file (after the transaction).
-pub fn remove_blocks(store: &Store, file_id: &str) {
-    let _ = std::fs::remove_dir_all(store.blocks_dir(file_id));
+/// After a commit: removes the file's blocks that the commit did not name
+/// (Azure discards uncommitted blocks).
+pub fn prune_blocks(store: &Store, file_id: &str, block_ids: &[String]) {
+    let keep: Vec<String> = block_ids
+        .iter()
+        .filter_map(|id| decode_block_id(id).ok())
+        .map(|bytes| block_file_name(&bytes))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(store.blocks_dir(file_id)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !keep.contains(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Deletes the blocks of abandoned files (released, cancelled, expired,
+/// discarded at complete). Safe to run at any time.
+pub fn sweep_abandoned(store: &Store) -> ApiResult<()> {
+    let abandoned: Vec<String> = store.transaction_blocking(|tx| {
+        let mut statement =
+            tx.prepare("SELECT file_id FROM files WHERE abandoned = 1 AND committed = 0")?;
+        let ids = statement.query_map([], |row| row.get::<_, String>(0))?;
+        Ok(ids.collect::<Result<Vec<_>, _>>()?)
+    })?;
+    for file_id in abandoned {
+        let dir = store.blocks_dir(&file_id);
+        if !dir.exists() || std::fs::remove_dir_all(&dir).is_ok() {
+            // 2: abandoned and swept, so the next sweep skips it.
+            store.transaction_blocking(|tx| {
+                tx.execute(
+                    "UPDATE files SET abandoned = 2 WHERE file_id = ?1",
+                    params![file_id],
+                )?;
+                Ok(())
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// At `complete`: files of this lock that received blocks must be committed;
@@ -439,6 +469,20 @@ pub fn committed(tx: &Transaction<'_>, file_id: &str) -> ApiResult<FileRow> {
     Ok(file)
 }
 
+/// The stored ciphertext of a committed file: its blocks in commit order.
+pub fn ciphertext(store: &Store, file: &FileRow) -> ApiResult<Vec<u8>> {
+    let ids: Vec<String> =
+        serde_json::from_str(file.block_ids.as_deref().unwrap_or("[]")).map_err(internal)?;
+    let mut ciphertext = Vec::new();
+    for id in ids {
+        let path = store
+            .blocks_dir(&file.file_id)
+            .join(block_file_name(&decode_block_id(&id)?));
+        ciphertext.extend_from_slice(&std::fs::read(path).map_err(internal)?);
+    }
+    Ok(ciphertext)
+}
+
 /// Decrypts a committed file from its stored ciphertext.
 pub fn decrypt(store: &Store, file: &FileRow) -> ApiResult<Vec<u8>> {
     let data: EncryptionData =
@@ -447,7 +491,7 @@ pub fn decrypt(store: &Store, file: &FileRow) -> ApiResult<Vec<u8>> {
     let unwrapper = KeyUnwrapper::from_jwk_json(file.private_jwk.as_bytes()).map_err(internal)?;
     let length = file.content_length.unwrap_or(0) as u64;
     let decryptor = Decryptor::new(&data, &unwrapper, length).map_err(internal)?;
-    let ciphertext = std::fs::read(store.file_path(&file.file_id)).map_err(internal)?;
+    let ciphertext = ciphertext(store, file)?;
     let mut blocks = Vec::new();
     let mut rest = ciphertext.as_slice();
     for index in 0..decryptor.block_count() {

@@ -279,6 +279,19 @@ pub fn release(tx: &Transaction<'_>, job_id: &str, token: &str) -> ApiResult<()>
     Ok(())
 }
 
+/// One job with its files.
+pub fn get(tx: &Transaction<'_>, job_id: &str) -> ApiResult<JobJson> {
+    let row = load(tx, job_id)?;
+    let mut json = row.to_json(now_ms());
+    json.files = Some(
+        store::files_of(tx, job_id)?
+            .iter()
+            .map(store::FileRow::to_json)
+            .collect(),
+    );
+    Ok(json)
+}
+
 /// All jobs, optionally filtered, oldest first, with their files.
 pub fn list(
     tx: &Transaction<'_>,

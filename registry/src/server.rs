@@ -131,6 +131,27 @@ async fn body(request: Request<Incoming>, limit: usize) -> ApiResult<Bytes> {
         })
 }
 
+/// Reads a body of at most `limit` bytes as the frames it came in (no copy).
+async fn frames(request: Request<Incoming>, limit: usize) -> ApiResult<Vec<Bytes>> {
+    let mut body = request.into_body();
+    let mut frames = Vec::new();
+    let mut length = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| bad(format!("the body could not be read: {error}")))?;
+        if let Ok(data) = frame.into_data() {
+            length += data.len();
+            if length > limit {
+                return Err(ApiError::new(
+                    Code::TooLarge,
+                    format!("the body is over {limit} bytes"),
+                ));
+            }
+            frames.push(data);
+        }
+    }
+    Ok(frames)
+}
+
 /// Reads and parses a JSON body, refusing other content types.
 async fn json_body<T: serde::de::DeserializeOwned>(request: Request<Incoming>) -> ApiResult<T> {
     let content_type = request
@@ -200,6 +221,16 @@ async fn dispatch(registry: &Registry, request: Request<Incoming>) -> ApiResult<
         files::check_id("id", value)?;
     }
     agent_or_admin(registry, route, params, agent.unwrap_or_default(), request).await
+}
+
+/// Deletes blocks of files that can no longer be committed, off the request path.
+fn sweep(store: &crate::Store) {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = files::sweep_abandoned(&store) {
+            tracing::warn!("sweeping abandoned blocks failed: {error}");
+        }
+    });
 }
 
 async fn agent_or_admin(
@@ -308,6 +339,7 @@ async fn agent_or_admin(
                     )
                 })
                 .await?;
+            sweep(&store);
             let json =
                 serde_json::json!({ "lockToken": token, "lockExpirationUtc": rfc3339(expires) });
             Ok(json_answer(StatusCode::OK, json.to_string()))
@@ -362,6 +394,7 @@ async fn agent_or_admin(
                     )
                 })
                 .await?;
+            sweep(&store);
             Ok(empty(StatusCode::NO_CONTENT))
         }
         Endpoint::Cancel => {
@@ -370,6 +403,7 @@ async fn agent_or_admin(
             store
                 .transaction(move |tx| jobs::cancel(tx, &job_id, &body.lock_token, &body.reason))
                 .await?;
+            sweep(&store);
             Ok(empty(StatusCode::NO_CONTENT))
         }
         Endpoint::Release => {
@@ -378,6 +412,7 @@ async fn agent_or_admin(
             store
                 .transaction(move |tx| jobs::release(tx, &job_id, &body.lock_token))
                 .await?;
+            sweep(&store);
             Ok(empty(StatusCode::NO_CONTENT))
         }
         Endpoint::Initialize => {
@@ -394,8 +429,8 @@ async fn agent_or_admin(
         }
         Endpoint::PutBlock => {
             let (file_id, block_id) = (param(0), param(1));
-            let block = body(request, corral_envelope::MAX_BLOCK_LEN).await?;
-            let length = block.len();
+            let block = frames(request, corral_envelope::MAX_BLOCK_LEN).await?;
+            let length = block.iter().map(Bytes::len).sum();
             let checker = store.clone();
             let path = store
                 .transaction(move |tx| {
@@ -419,18 +454,19 @@ async fn agent_or_admin(
                 return Ok(empty(StatusCode::NO_CONTENT));
             }
             let plan = Arc::new(plan);
-            let (verifier, verify_plan, length) =
-                (store.clone(), plan.clone(), body.content_length);
-            let verified = tokio::task::spawn_blocking(move || {
-                files::verify_and_store(&verifier, &verify_plan, length)
-            })
-            .await
-            .map_err(|error| ApiError::new(Code::Internal, error.to_string()))??;
-            let recorder = store.clone();
+            let (verify_plan, length) = (plan.clone(), body.content_length);
+            let verified = tokio::task::spawn_blocking(move || files::verify(&verify_plan, length))
+                .await
+                .map_err(|error| ApiError::new(Code::Internal, error.to_string()))??;
+            let block_ids = body.block_ids.clone();
             store
-                .transaction(move |tx| files::record_commit(tx, &recorder, &plan, &body, &verified))
+                .transaction(move |tx| files::record_commit(tx, &plan, &body, &verified))
                 .await?;
-            files::remove_blocks(&store, &file_id);
+            let pruner = store.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                files::prune_blocks(&pruner, &file_id, &block_ids)
+            })
+            .await;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         Endpoint::AdminPostJobs => {

@@ -119,7 +119,7 @@ impl From<rusqlite::Error> for ApiError {
 impl Store {
     /// Opens (creating if needed) the data folder `dir`.
     pub fn open(dir: &Path) -> Result<Store, String> {
-        for sub in ["", "blocks", "files"] {
+        for sub in ["", "blocks"] {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|error| format!("cannot create {}: {error}", dir.join(sub).display()))?;
         }
@@ -146,11 +146,6 @@ impl Store {
     /// Where the blocks of `file_id` live.
     pub fn blocks_dir(&self, file_id: &str) -> PathBuf {
         self.dir.join("blocks").join(file_id)
-    }
-
-    /// Where the committed ciphertext of `file_id` lives.
-    pub fn file_path(&self, file_id: &str) -> PathBuf {
-        self.dir.join("files").join(format!("{file_id}.enc"))
     }
 
     /// Runs `operation` in one immediate transaction, on the blocking pool.

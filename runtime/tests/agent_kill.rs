@@ -20,8 +20,13 @@ use corral_registry::{NewJob, Registry, RegistryConfig, auth, files, jobs};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agents_job_is_done_by_another_once_its_lock_expires() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = CameraSim::start(SimConfig::with_devices(1), "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    sim.faults().set(FaultSettings { chunk_delay_ms: 40, ..Default::default() });
+    let sim = CameraSim::start(SimConfig::with_devices(1), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    sim.faults().set(FaultSettings {
+        chunk_delay_ms: 40,
+        ..Default::default()
+    });
     let registry = Registry::open(&dir.path().join("registry"), RegistryConfig::default())
         .unwrap()
         .start("127.0.0.1:0".parse().unwrap())
@@ -29,7 +34,10 @@ async fn a_killed_agents_job_is_done_by_another_once_its_lock_expires() {
         .unwrap();
     let store = registry.registry().store().clone();
     let url = registry.base_url();
-    let (connection, _) = store.transaction(move |tx| auth::add_agent(tx, "agent-1", &url)).await.unwrap();
+    let (connection, _) = store
+        .transaction(move |tx| auth::add_agent(tx, "agent-1", &url))
+        .await
+        .unwrap();
     let connection_path = dir.path().join("agent-1.json");
     std::fs::write(&connection_path, serde_json::to_vec(&connection).unwrap()).unwrap();
     let guests = dir.path().join("guests");
@@ -57,7 +65,11 @@ async fn a_killed_agents_job_is_done_by_another_once_its_lock_expires() {
         end_time_utc: Some("2026-11-20T10:00:30Z".into()),
         parameters: Default::default(),
     };
-    let job_id = store.transaction(move |tx| jobs::post(tx, &job)).await.unwrap().job_id;
+    let job_id = store
+        .transaction(move |tx| jobs::post(tx, &job))
+        .await
+        .unwrap()
+        .job_id;
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(["agent", "--config"])
@@ -71,12 +83,19 @@ async fn a_killed_agents_job_is_done_by_another_once_its_lock_expires() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let uploaded = std::fs::read_dir(&blocks)
-            .map(|dirs| dirs.flatten().any(|dir| std::fs::read_dir(dir.path()).is_ok_and(|mut files| files.next().is_some())))
+            .map(|dirs| {
+                dirs.flatten().any(|dir| {
+                    std::fs::read_dir(dir.path()).is_ok_and(|mut files| files.next().is_some())
+                })
+            })
             .unwrap_or(false);
         if uploaded {
             break;
         }
-        assert!(Instant::now() < deadline, "the agent never uploaded a block");
+        assert!(
+            Instant::now() < deadline,
+            "the agent never uploaded a block"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.kill().unwrap(); // SIGKILL, mid-upload
@@ -87,9 +106,13 @@ async fn a_killed_agents_job_is_done_by_another_once_its_lock_expires() {
     let runtime = Runtime::new(RuntimeConfig { max_instances: 8 }).unwrap();
     let catalog = Catalog::load(&runtime, &guests).unwrap();
     let file = ConnectionFile::load(&connection_path).unwrap();
-    let client = RegistryClient::from_connection_file(&file, "agent-1", None, None, RetryPolicy::default()).unwrap();
+    let client =
+        RegistryClient::from_connection_file(&file, "agent-1", None, None, RetryPolicy::default())
+            .unwrap();
     let mut secrets = Secrets::default();
-    secrets.insert(CAMERA_SIM_SECRET, "operator:sim-secret").unwrap();
+    secrets
+        .insert(CAMERA_SIM_SECRET, "operator:sim-secret")
+        .unwrap();
     let mut config = AgentConfig::new("agent-1", connection_path.clone(), guests.clone());
     config.poll_interval = Duration::from_millis(200);
     let agent = Agent::with_parts(client, catalog, config, secrets, RetryPolicy::default());
@@ -99,21 +122,39 @@ async fn a_killed_agents_job_is_done_by_another_once_its_lock_expires() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let done = loop {
         let id = job_id.clone();
-        let list = store.transaction(move |tx| jobs::list(tx, None, None)).await.unwrap();
+        let list = store
+            .transaction(move |tx| jobs::list(tx, None, None))
+            .await
+            .unwrap();
         let job = list.into_iter().find(|job| job.job_id == id).unwrap();
         if job.state == "Completed" {
             break job;
         }
-        assert!(Instant::now() < deadline, "the job was never completed: {job:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the job was never completed: {job:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     stop.drain();
     task.await.unwrap();
-    let committed: Vec<_> = done.files.iter().flatten().filter(|file| file.committed).collect();
+    let committed: Vec<_> = done
+        .files
+        .iter()
+        .flatten()
+        .filter(|file| file.committed)
+        .collect();
     assert_eq!(committed.len(), 1, "one committed file: {:?}", done.files);
     let id = committed[0].file_id.clone();
-    let row = store.transaction(move |tx| files::committed(tx, &id)).await.unwrap();
+    let row = store
+        .transaction(move |tx| files::committed(tx, &id))
+        .await
+        .unwrap();
     let plaintext = files::decrypt(&store, &row).unwrap();
-    let expected = recording::recording("cam-0001", 4_000_000, 1_795_168_800_000, 1_795_168_830_000);
-    assert!(plaintext == expected, "the committed file is whole and correct");
+    let expected =
+        recording::recording("cam-0001", 4_000_000, 1_795_168_800_000, 1_795_168_830_000);
+    assert!(
+        plaintext == expected,
+        "the committed file is whole and correct"
+    );
 }

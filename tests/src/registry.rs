@@ -98,11 +98,8 @@ impl TestRegistry {
         self.running
             .registry()
             .store()
-            .transaction(move |tx| corral_registry::jobs::list(tx, None, None))
+            .transaction(move |tx| corral_registry::jobs::get(tx, &id))
             .await
-            .expect("jobs listed")
-            .into_iter()
-            .find(|job| job.job_id == id)
             .expect("the job exists")
     }
 }

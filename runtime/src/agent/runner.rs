@@ -248,7 +248,8 @@ async fn discover(
     Work { outcome, bytes }
 }
 
-/// Sends progress at most once a second, and the last value when the guest ends.
+/// Sends progress at most once a second, and the last value as soon as the
+/// guest ends (its progress channel closes).
 async fn forward_progress(
     ctx: Arc<AgentCtx>,
     job_id: String,
@@ -256,7 +257,14 @@ async fn forward_progress(
     mut progress: watch::Receiver<Progress>,
 ) {
     let mut sent = Progress::default();
-    while progress.changed().await.is_ok() {
+    let mut next_send = tokio::time::Instant::now();
+    'forward: while progress.changed().await.is_ok() {
+        while tokio::time::Instant::now() < next_send {
+            tokio::select! {
+                () = tokio::time::sleep_until(next_send) => {}
+                changed = progress.changed() => if changed.is_err() { break 'forward },
+            }
+        }
         let now = *progress.borrow_and_update();
         if now != sent && now.total > 0 {
             if let Err(error) = ctx
@@ -267,8 +275,8 @@ async fn forward_progress(
                 tracing::debug!(job = job_id, "progress not recorded: {error}");
             }
             sent = now;
+            next_send = tokio::time::Instant::now() + Duration::from_secs(1);
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let last = *progress.borrow();
     if last != sent && last.total > 0 {

@@ -742,7 +742,7 @@ async fn an_uploaded_file_decrypts_via_the_admin_api_and_with_the_azure_sdk() {
         .transaction(move |tx| corral_registry::files::committed(tx, &id))
         .await
         .unwrap();
-    let ciphertext = std::fs::read(store.file_path(&file_id)).unwrap();
+    let ciphertext = corral_registry::files::ciphertext(&store, &row).unwrap();
     let azure = corral_tests::interop::azure_decrypt(
         &ciphertext,
         row.encryption_data.as_deref().unwrap(),
