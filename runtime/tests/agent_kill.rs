@@ -71,6 +71,18 @@ async fn a_killed_agents_job_is_done_by_another_once_its_lock_expires() {
         .unwrap()
         .job_id;
 
+    // `corral agent check` validates the set-up without running jobs.
+    let check = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["agent", "check", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("http-vms 0.1.0"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(["agent", "--config"])
         .arg(&config_path)

@@ -48,6 +48,46 @@ async fn several_agents_do_each_job_exactly_once() {
             assert!(bytes.starts_with(&[0xff, 0xd8, 0xff]));
         }
     }
+    // The admin view of what discovery found, with each device's latest thumbnail.
+    let store = world.registry.running.registry().store().clone();
+    let reader = store.clone();
+    let devices = store
+        .transaction(move |tx| corral_registry::admin::devices(&reader, tx))
+        .await
+        .unwrap();
+    assert_eq!(devices.len(), 6);
+    assert!(
+        devices
+            .iter()
+            .all(|device| device.thumbnail_file_id.is_some()),
+        "{devices:?}"
+    );
+    // The status port serves the counters.
+    let status =
+        corral::agent::status::start("127.0.0.1:0".parse().unwrap(), agents[0].metrics.clone())
+            .await
+            .unwrap();
+    let (code, body) = corral_tests::registry::raw(
+        &format!("http://{status}"),
+        "GET",
+        "/metrics",
+        None,
+        "text/plain",
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).contains("corral_jobs_total{outcome=\"completed\"}"));
+    let (code, _) = corral_tests::registry::raw(
+        &format!("http://{status}"),
+        "GET",
+        "/healthz",
+        None,
+        "text/plain",
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 200);
     let mut completed = 0;
     for agent in agents {
         completed += agent.metrics.completed.load(Ordering::Relaxed);
