@@ -308,7 +308,9 @@ fn check_success(state: &JobState, job_type: JobType, outcome: JobOutcome) -> Jo
 fn from_job_error(state: &JobState, error: wit::JobError) -> JobOutcome {
     let with_context = |message: String| {
         let mut message = message;
-        if let Some(limit) = state.outputs.limit_exceeded() {
+        if let Some(limit) = state.outputs.limit_exceeded()
+            && !message.contains(&limit)
+        {
             message = format!("{message} ({limit})");
         }
         let denials = state.denials();
@@ -340,11 +342,32 @@ fn trap_message(state: &JobState, error: &wasmtime::Error) -> String {
     let trap = error
         .downcast_ref::<wasmtime::Trap>()
         .map_or_else(|| first_line(&format!("{error:#}")), ToString::to_string);
-    let stderr = state.stderr();
-    match stderr.lines().rev().find(|line| !line.trim().is_empty()) {
-        Some(last) => format!("guest trapped: {trap} (guest stderr: {})", last.trim()),
+    match last_words(&state.stderr()) {
+        Some(words) => format!("guest trapped: {trap} (guest stderr: {words})"),
         None => format!("guest trapped: {trap}"),
     }
+}
+
+/// What a guest said before it trapped: a Rust panic's message (the line after
+/// `panicked at`), else its last line of stderr that is not a hint.
+fn last_words(stderr: &str) -> Option<String> {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    if let Some(at) = lines.iter().rposition(|line| line.contains("panicked at")) {
+        let place = lines[at];
+        return Some(match lines.get(at + 1) {
+            Some(message) if !message.starts_with("note:") => format!("{message} ({place})"),
+            _ => place.to_string(),
+        });
+    }
+    lines
+        .iter()
+        .rev()
+        .find(|line| !line.starts_with("note:"))
+        .map(|line| line.to_string())
 }
 
 fn first_line(text: &str) -> String {

@@ -148,3 +148,11 @@ pub fn media_job(id: &str, device: &str, start: OffsetDateTime, length: Duration
 pub fn unix_millis(time: OffsetDateTime) -> i64 {
     (time.unix_timestamp_nanos() / 1_000_000) as i64
 }
+
+/// The test-only guests, built by this crate's build script.
+pub mod test_guests {
+    /// `tests/guests/hostile`: one attack per job (parameter `attack`).
+    pub const HOSTILE: &[u8] = include_bytes!(env!("CORRAL_TEST_GUEST_HOSTILE"));
+    /// `tests/guests/other-world`: a valid component of another world.
+    pub const OTHER_WORLD: &[u8] = include_bytes!(env!("CORRAL_TEST_GUEST_OTHER_WORLD"));
+}

@@ -27,6 +27,9 @@ pub enum LimitExceeded {
     /// Time of the whole call.
     #[error("wall time limit of {0:?} exceeded")]
     Wall(Duration),
+    /// Log lines.
+    #[error("log limit of {0} lines exceeded")]
+    Log(u32),
     /// Tables or instances beyond what a component needs.
     #[error("table limit of {0} elements exceeded")]
     Table(usize),

@@ -2,12 +2,14 @@
 //!
 //! Links: the `log` interface. Per-job state: a line budget and the last lines
 //! (kept for the job report and failure messages). Limits: `limits.log_lines`
-//! lines a job, each cut at 4 KiB; the rest are counted and dropped.
+//! lines a job, each cut at 4 KiB; a guest that logs past its budget is
+//! stopped with a message naming the limit (a flood is a bug or an attack).
 
 use std::collections::VecDeque;
 
 use super::JobState;
 use super::bindings::corral::integration::log::{Host, Level};
+use super::limits::LimitExceeded;
 
 /// Longest line kept, in bytes.
 const MAX_LINE: usize = 4096;
@@ -20,6 +22,7 @@ pub struct GuestLog {
     guest: String,
     job_id: String,
     budget: u32,
+    limit: u32,
     dropped: u64,
     tail: VecDeque<String>,
 }
@@ -31,16 +34,17 @@ impl GuestLog {
             guest: guest.to_string(),
             job_id: job_id.to_string(),
             budget,
+            limit: budget,
             dropped: 0,
             tail: VecDeque::with_capacity(TAIL),
         }
     }
 
-    /// Records one line from the guest.
-    pub fn write(&mut self, level: Level, message: &str) {
+    /// Records one line from the guest; `Err` once the budget is spent.
+    pub fn write(&mut self, level: Level, message: &str) -> Result<(), LimitExceeded> {
         if self.budget == 0 {
             self.dropped += 1;
-            return;
+            return Err(LimitExceeded::Log(self.limit));
         }
         self.budget -= 1;
         let line = truncate(message.trim_end(), MAX_LINE);
@@ -56,6 +60,7 @@ impl GuestLog {
             self.tail.pop_front();
         }
         self.tail.push_back(line.to_string());
+        Ok(())
     }
 
     /// Lines dropped because the budget ran out.
@@ -81,7 +86,9 @@ fn truncate(text: &str, max: usize) -> &str {
 }
 
 impl Host for JobState {
-    fn write(&mut self, level: Level, message: String) {
-        self.log.write(level, &message);
+    fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        self.log
+            .write(level, &message)
+            .map_err(wasmtime::Error::new)
     }
 }

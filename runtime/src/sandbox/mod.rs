@@ -48,6 +48,7 @@ pub mod bindings {
         path: "../wit",
         imports: {
             "corral:integration/output": async | trappable,
+            "corral:integration/log": trappable,
             default: tracing,
         },
         exports: { default: async },

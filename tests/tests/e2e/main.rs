@@ -3,6 +3,7 @@
 
 mod agent;
 mod camera_sim;
+mod hostile;
 mod http_vms;
 mod loading;
 mod registry;
