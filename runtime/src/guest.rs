@@ -174,7 +174,9 @@ impl Guest {
         job_id: &str,
         env: JobEnv,
     ) -> wasmtime::Result<(Store<JobState>, Integration)> {
-        let mut store = self.store(self.setup(job_id, env));
+        let mut store = self
+            .store(self.setup(job_id, env))
+            .map_err(wasmtime::Error::msg)?;
         let instance = self.inner.pre.instantiate_async(&mut store).await?;
         Ok((store, instance))
     }
@@ -184,21 +186,25 @@ impl Guest {
     pub async fn run(&self, job: &Job, env: JobEnv) -> JobReport {
         let started = Instant::now();
         let manifest = &self.inner.manifest;
+        let early_end = |outcome: JobOutcome| JobReport {
+            outcome,
+            files: Vec::new(),
+            progress: Progress::default(),
+            guest_time: Duration::ZERO,
+            elapsed: started.elapsed(),
+            log_tail: Vec::new(),
+        };
         if !manifest.serves(job.job_type) {
             let why = format!(
                 "guest {} does not serve {} jobs",
                 manifest.name, job.job_type
             );
-            return JobReport {
-                outcome: JobOutcome::Unsupported(why),
-                files: Vec::new(),
-                progress: Progress::default(),
-                guest_time: Duration::ZERO,
-                elapsed: started.elapsed(),
-                log_tail: Vec::new(),
-            };
+            return early_end(JobOutcome::Unsupported(why));
         }
-        let mut store = self.store(self.setup(&job.job_id, env));
+        let mut store = match self.store(self.setup(&job.job_id, env)) {
+            Ok(store) => store,
+            Err(why) => return early_end(JobOutcome::Failed(why)),
+        };
         let wit_job = to_wit_job(job);
         let call = async {
             let instance = self.inner.pre.instantiate_async(&mut store).await?;
@@ -265,8 +271,8 @@ impl Guest {
         }
     }
 
-    fn store(&self, setup: JobSetup<'_>) -> Store<JobState> {
-        let mut store = Store::new(self.inner.pre.engine(), JobState::new(setup));
+    fn store(&self, setup: JobSetup<'_>) -> Result<Store<JobState>, String> {
+        let mut store = Store::new(self.inner.pre.engine(), JobState::new(setup)?);
         store.limiter(|state| &mut state.memory);
         store.call_hook(|mut context, hook| {
             context.data_mut().cpu.on_call(hook);
@@ -279,7 +285,7 @@ impl Guest {
             context.data().cpu.check().map_err(wasmtime::Error::new)?;
             Ok(UpdateDeadline::Yield(1))
         });
-        store
+        Ok(store)
     }
 }
 

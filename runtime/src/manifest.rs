@@ -14,6 +14,16 @@
 //! origin = "http://127.0.0.1:8081"
 //! credentials = "camera-sim"      # a secret of the agent, added by the host as HTTP Basic
 //!
+//! [[http]]                        # a wildcard, only where written: any subdomain
+//! origin = "https://*.cams.example.com"
+//!
+//! [[tcp]]                         # raw TCP (RTSP-like), an exact IP and port
+//! address = "10.0.0.5:554"
+//!
+//! [[folders]]                     # a read-only folder (host path relative to this file)
+//! host = "/srv/exports"
+//! guest = "/exports"
+//!
 //! [limits]                        # all optional; these are the defaults
 //! memory_mib = 256
 //! cpu_secs = 60
@@ -72,6 +82,10 @@ pub struct Manifest {
     pub settings: BTreeMap<String, String>,
     /// Outbound HTTP grants.
     pub http: Vec<HttpGrant>,
+    /// Raw TCP endpoints the guest may connect to.
+    pub tcp: Vec<std::net::SocketAddr>,
+    /// Read-only folders: (host path, path the guest sees).
+    pub folders: Vec<(PathBuf, String)>,
     /// Resource limits per job.
     pub limits: Limits,
 }
@@ -147,7 +161,24 @@ struct RawManifest {
     #[serde(default)]
     http: Vec<RawGrant>,
     #[serde(default)]
+    tcp: Vec<RawTcp>,
+    #[serde(default)]
+    folders: Vec<RawFolder>,
+    #[serde(default)]
     limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTcp {
+    address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFolder {
+    host: PathBuf,
+    guest: String,
 }
 
 #[derive(Deserialize)]
@@ -216,13 +247,52 @@ impl Manifest {
             .into_iter()
             .map(|grant| parse_grant(&grant.origin, grant.credentials).map_err(&invalid))
             .collect::<Result<Vec<_>, _>>()?;
-        let limits = parse_limits(&raw.limits).map_err(invalid)?;
+        let limits = parse_limits(&raw.limits).map_err(&invalid)?;
+        let tcp = raw
+            .tcp
+            .iter()
+            .map(|grant| {
+                grant.address.parse::<std::net::SocketAddr>().map_err(|_| {
+                    invalid(format!(
+                        "tcp grant `{}` is not an IP address and port",
+                        grant.address
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let folders = raw
+            .folders
+            .into_iter()
+            .map(|folder| {
+                let host = if folder.host.is_absolute() {
+                    folder.host
+                } else {
+                    base.join(folder.host)
+                };
+                if !folder.guest.starts_with('/') {
+                    return Err(invalid(format!(
+                        "folder guest path `{}` must be absolute",
+                        folder.guest
+                    )));
+                }
+                if !host.is_dir() {
+                    return Err(invalid(format!(
+                        "folder {} is not a directory here",
+                        host.display()
+                    )));
+                }
+                Ok((host, folder.guest))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Manifest {
             name: raw.name,
             version: raw.version,
             jobs,
             settings: raw.settings,
             http,
+            tcp,
+            folders,
             limits,
         })
     }
@@ -368,6 +438,18 @@ mod tests {
                 "over the maximum",
             ),
             ("name = ", "not valid"),
+            (
+                "name = \"x\"\nversion = \"1\"\njobs = [\"discovery\"]\n[[http]]\norigin = \"http://*\"",
+                "wildcard",
+            ),
+            (
+                "name = \"x\"\nversion = \"1\"\njobs = [\"discovery\"]\n[[tcp]]\naddress = \"camera:554\"",
+                "not an IP address",
+            ),
+            (
+                "name = \"x\"\nversion = \"1\"\njobs = [\"discovery\"]\n[[folders]]\nhost = \"/no/such\"\nguest = \"/d\"",
+                "not a directory",
+            ),
         ];
         for (text, expected) in cases {
             let error = parse(text).unwrap_err().to_string();

@@ -58,7 +58,7 @@ impl OutboundPolicy {
             .iter()
             .find(|grant| {
                 grant.scheme.eq_ignore_ascii_case(scheme)
-                    && grant.host.eq_ignore_ascii_case(host)
+                    && host_matches(&grant.host, host)
                     && grant.port == port
             })
             .ok_or_else(|| Denied::NotGranted {
@@ -84,6 +84,17 @@ impl OutboundPolicy {
                 addr,
             })
         }
+    }
+}
+
+/// Whether `host` is the granted host, or a subdomain of a `*.` grant.
+fn host_matches(granted: &str, host: &str) -> bool {
+    match granted.strip_prefix('*') {
+        Some(suffix) => {
+            let host = host.to_ascii_lowercase();
+            host.ends_with(suffix) && host.len() > suffix.len()
+        }
+        None => granted.eq_ignore_ascii_case(host),
     }
 }
 
@@ -317,6 +328,15 @@ mod tests {
                 .grant_for("http", "127.0.0.1", 80)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn wildcards_match_subdomains_only() {
+        let policy = OutboundPolicy::new(vec![grant("*.cams.example", 80)]);
+        assert!(policy.grant_for("http", "a.cams.example", 80).is_ok());
+        assert!(policy.grant_for("http", "b.a.CAMS.example", 80).is_ok());
+        assert!(policy.grant_for("http", "cams.example", 80).is_err());
+        assert!(policy.grant_for("http", "evilcams.example", 80).is_err());
     }
 
     #[test]

@@ -22,13 +22,15 @@ pub mod progress;
 pub mod settings;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use self::http::{OutboundHooks, OutboundPolicy};
@@ -98,19 +100,39 @@ pub struct JobSetup<'a> {
 }
 
 impl JobState {
-    /// The state of a new job's store.
-    pub fn new(setup: JobSetup<'_>) -> JobState {
+    /// The state of a new job's store; `Err` names a grant that cannot be honoured.
+    pub fn new(setup: JobSetup<'_>) -> Result<JobState, String> {
         let limits = &setup.manifest.limits;
         let stderr = MemoryOutputPipe::new(STDIO_CAPTURE);
-        // Deny by default: no env, args, preopens, sockets or name lookups.
-        let wasi = WasiCtx::builder()
-            .stderr(stderr.clone())
+        // Deny by default: no env, args, sockets or name lookups; only the
+        // manifest's read-only folders and TCP endpoints.
+        let mut wasi = WasiCtx::builder();
+        wasi.stderr(stderr.clone())
             .stdout(stderr.clone())
-            .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .build();
-        JobState {
+            .allow_tcp(!setup.manifest.tcp.is_empty());
+        let tcp_grants: Arc<[SocketAddr]> = setup.manifest.tcp.clone().into();
+        wasi.socket_addr_check(move |addr, use_| {
+            let allowed = match use_ {
+                SocketAddrUse::TcpConnect => tcp_grants.contains(&addr),
+                // The implicit bind before a connect: any local address.
+                SocketAddrUse::TcpBind => addr.port() == 0 && addr.ip().is_unspecified(),
+                _ => false,
+            };
+            Box::pin(async move { allowed })
+        });
+        for (host, guest) in &setup.manifest.folders {
+            wasi.preopened_dir(host, guest, FsPerms::ReadOnly)
+                .map_err(|error| {
+                    format!(
+                        "the read-only folder {} cannot be opened: {error}",
+                        host.display()
+                    )
+                })?;
+        }
+        let wasi = wasi.build();
+        Ok(JobState {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
@@ -122,7 +144,7 @@ impl JobState {
             settings: setup.settings,
             outputs: JobOutputs::new(setup.sink, limits.output_bytes),
             stderr,
-        }
+        })
     }
 
     /// What the guest wrote to stderr and stdout (capped), as text.

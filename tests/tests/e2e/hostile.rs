@@ -17,6 +17,11 @@ use corral_tests::{Harness, job};
 const WALL_SECS: u64 = 3;
 
 fn manifest(camera: &str) -> Manifest {
+    manifest_with(camera, "")
+}
+
+/// The suite's manifest, plus `extra` TOML (tcp and folder grants).
+fn manifest_with(camera: &str, extra: &str) -> Manifest {
     let port = camera.rsplit(':').next().unwrap_or("80");
     let text = format!(
         r#"
@@ -29,6 +34,8 @@ origin = "{camera}"
 
 [[http]]
 origin = "http://localhost:{port}"
+
+{extra}
 
 [limits]
 memory_mib = 64
@@ -52,10 +59,49 @@ struct Attack {
 async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
     let harness = Harness::start(SimConfig::with_devices(2)).await;
     let camera = harness.sim.base_url();
+    // A read-only folder and a raw TCP endpoint are granted; others are not.
+    let exports = tempfile::tempdir().unwrap();
+    std::fs::write(exports.path().join("hello.txt"), b"hello").unwrap();
+    let tcp_peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_granted = tcp_peer.local_addr().unwrap();
+    let extra = format!(
+        "[[tcp]]\naddress = \"{tcp_granted}\"\n\n[[folders]]\nhost = \"{}\"\nguest = \"/exports\"\n",
+        exports.path().display()
+    );
     let hostile = harness
         .runtime
-        .load_bytes(HOSTILE, manifest(&camera))
+        .load_bytes(HOSTILE, manifest_with(&camera, &extra))
         .expect("the hostile guest is a valid component");
+    // What the grants allow works.
+    for (attack, target, expect) in [
+        (
+            "read-file",
+            "/exports/hello.txt".to_string(),
+            "read 5 bytes of /exports/hello.txt".to_string(),
+        ),
+        (
+            "tcp",
+            tcp_granted.to_string(),
+            format!("connected to {tcp_granted}"),
+        ),
+    ] {
+        let mut allowed = job("allowed", JobType::Thumbnail, Some("cam-0001"));
+        allowed.parameters = [
+            ("attack".to_string(), attack.to_string()),
+            ("target".to_string(), target),
+        ]
+        .into();
+        let report = harness.run_with(&hostile, &allowed).await;
+        assert!(
+            matches!(&report.outcome, JobOutcome::Failed(message) if message.contains(&expect)),
+            "{:?}",
+            report.outcome
+        );
+    }
+    let tcp_refused = {
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        other.local_addr().unwrap()
+    };
     // A peer that accepts and never answers, granted below, to block the guest in a host call.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let silent_addr = silent.local_addr().unwrap();
@@ -229,7 +275,8 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
         // The report names places, not this run's temporary paths and ports.
         let message = message
             .replace(&config_file.display().to_string(), "<agent.toml>")
-            .replace(&camera_port, "PORT");
+            .replace(&camera_port, "PORT")
+            .replace(&tcp_refused.port().to_string(), "PORT");
         rows.push((
             attack.name.to_string(),
             attack.what.to_string(),

@@ -59,6 +59,18 @@ fn attack(job: &Job) -> Result<(), JobError> {
                 "reading {target} was refused: {error}"
             ))),
         },
+        "write-file" => match std::fs::write(target, b"tampered") {
+            Ok(()) => Err(JobError::Failed(format!("wrote {target}"))),
+            Err(error) => Err(JobError::Failed(format!(
+                "writing {target} was refused: {error}"
+            ))),
+        },
+        "tcp" => match std::net::TcpStream::connect(target) {
+            Ok(_) => Err(JobError::Failed(format!("connected to {target}"))),
+            Err(error) => Err(JobError::Failed(format!(
+                "connecting to {target} was refused: {error}"
+            ))),
+        },
         "environment" => {
             let vars: Vec<String> = std::env::vars().map(|(name, _)| name).collect();
             let args: Vec<String> = std::env::args().collect();
