@@ -195,6 +195,24 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             expect: "was refused".into(),
         },
         Attack {
+            name: "writing into a read-only folder",
+            what: "std::fs::write(\"/exports/x\") into the granted read-only folder",
+            params: vec![
+                ("attack", "write-file".into()),
+                ("target", "/exports/x".into()),
+            ],
+            expect: "writing /exports/x was refused".into(),
+        },
+        Attack {
+            name: "raw TCP to an endpoint not granted",
+            what: "TcpStream::connect to a local port not granted",
+            params: vec![
+                ("attack", "tcp".into()),
+                ("target", tcp_refused.to_string()),
+            ],
+            expect: "was refused".into(),
+        },
+        Attack {
             name: "reading the environment",
             what: "std::env::vars() and args()",
             params: vec![("attack", "environment".into())],
