@@ -13,9 +13,13 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use sha2::{Digest, Sha256};
+
+use crate::cache::ArtifactCache;
 use crate::guest::{Guest, GuestError};
 use crate::manifest::{MAX_MEMORY_BYTES, Manifest};
 use crate::sandbox::{self, JobState};
+use crate::sink::hex;
 
 /// How often the epoch advances: the granularity of CPU limits and of
 /// yielding a busy guest back to the executor.
@@ -39,11 +43,13 @@ impl Default for RuntimeConfig {
 #[error("cannot set up the WebAssembly engine: {0}")]
 pub struct EngineError(String);
 
-/// The engine, its linker, and its ticker. Cheap to clone.
+/// The engine, its linker, its ticker, and optionally a cache of compiled
+/// guests. Cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<JobState>>,
+    cache: Option<ArtifactCache>,
 }
 
 impl Runtime {
@@ -71,7 +77,20 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
+            cache: None,
         })
+    }
+
+    /// Caches compiled guests in `dir` from now on.
+    pub fn with_cache(mut self, dir: &Path) -> Result<Runtime, EngineError> {
+        let cache = ArtifactCache::new(dir, &self.engine).map_err(|error| {
+            EngineError(format!(
+                "cannot use the cache folder {}: {error}",
+                dir.display()
+            ))
+        })?;
+        self.cache = Some(cache);
+        Ok(self)
     }
 
     /// The engine.
@@ -92,13 +111,19 @@ impl Runtime {
     /// Compiles, links and pre-instantiates a guest from its bytes.
     pub fn load_bytes(&self, bytes: &[u8], manifest: Manifest) -> Result<Guest, GuestError> {
         check_is_component(bytes)?;
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|error| GuestError::Compile(format!("{error:#}")))?;
+        let sha256 = hex(&Sha256::digest(bytes));
+        let component = match &self.cache {
+            Some(cache) => cache
+                .load_or_compile(&self.engine, bytes, &sha256)
+                .map(|(component, _)| component),
+            None => Component::new(&self.engine, bytes),
+        }
+        .map_err(|error| GuestError::Compile(format!("{error:#}")))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|error| GuestError::Imports(format!("{error:#}")))?;
-        Guest::new(pre, manifest, bytes)
+        Guest::new(pre, manifest, sha256)
     }
 }
 

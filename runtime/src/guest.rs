@@ -9,9 +9,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use wasmtime::component::InstancePre;
 use wasmtime::{Store, UpdateDeadline};
@@ -25,7 +25,7 @@ use crate::sandbox::limits::LimitExceeded;
 use crate::sandbox::progress::Progress;
 use crate::sandbox::{JobSetup, JobState};
 use crate::secrets::Secrets;
-use crate::sink::{OutputSink, OutputSpec, SinkError, StoredFile, hex, store_whole};
+use crate::sink::{OutputSink, OutputSpec, SinkError, StoredFile, store_whole};
 
 /// Why a guest could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +133,8 @@ pub struct Guest {
 struct GuestInner {
     manifest: Manifest,
     sha256: String,
+    loaded_at: SystemTime,
+    jobs_run: AtomicU64,
     pre: IntegrationPre<JobState>,
     policy: Arc<OutboundPolicy>,
     settings: Arc<BTreeMap<String, String>>,
@@ -142,7 +144,7 @@ impl Guest {
     pub(crate) fn new(
         pre: InstancePre<JobState>,
         manifest: Manifest,
-        bytes: &[u8],
+        sha256: String,
     ) -> Result<Guest, GuestError> {
         let pre = IntegrationPre::new(pre)
             .map_err(|error| GuestError::WrongWorld(format!("{error:#}")))?;
@@ -150,7 +152,9 @@ impl Guest {
             inner: Arc::new(GuestInner {
                 policy: Arc::new(OutboundPolicy::new(manifest.http.clone())),
                 settings: Arc::new(manifest.settings.clone()),
-                sha256: hex(&Sha256::digest(bytes)),
+                sha256,
+                loaded_at: SystemTime::now(),
+                jobs_run: AtomicU64::new(0),
                 manifest,
                 pre,
             }),
@@ -165,6 +169,16 @@ impl Guest {
     /// SHA-256 of the guest's `.wasm`, lower-case hex.
     pub fn sha256(&self) -> &str {
         &self.inner.sha256
+    }
+
+    /// When this version was loaded.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.inner.loaded_at
+    }
+
+    /// Jobs this version has run.
+    pub fn jobs_run(&self) -> u64 {
+        self.inner.jobs_run.load(Ordering::Relaxed)
     }
 
     /// A ready instance in a fresh store, the way every job starts (the
@@ -185,6 +199,7 @@ impl Guest {
     /// the guest does; every failure becomes [`JobOutcome::Failed`] with a reason.
     pub async fn run(&self, job: &Job, env: JobEnv) -> JobReport {
         let started = Instant::now();
+        self.inner.jobs_run.fetch_add(1, Ordering::Relaxed);
         let manifest = &self.inner.manifest;
         let early_end = |outcome: JobOutcome| JobReport {
             outcome,

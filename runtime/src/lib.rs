@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod bundled;
+pub mod cache;
 pub mod client;
 pub mod engine;
 pub mod guest;

@@ -27,6 +27,8 @@ enum Command {
     Demo(cli::demo::Args),
     /// The on-premise registry: serve it, or work on its data folder.
     Registry(cli::registry::Args),
+    /// List the guests of a folder, or check one.
+    Guests(cli::guests::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
             Command::CameraSim(args) => cli::camera_sim::run(args).await,
             Command::Demo(args) => cli::demo::run(args).await,
             Command::Registry(args) => cli::registry::run(args).await,
+            Command::Guests(args) => cli::guests::run(args).await,
         }
     });
     match result {

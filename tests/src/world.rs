@@ -42,6 +42,8 @@ pub struct RunningAgent {
     pub metrics: std::sync::Arc<corral::agent::metrics::Metrics>,
     /// Its task.
     pub task: tokio::task::JoinHandle<()>,
+    /// Its guests (the folder named in its config).
+    pub catalog: Catalog,
 }
 
 impl World {
@@ -104,14 +106,21 @@ impl World {
         self.agent_with(config, self.secrets())
     }
 
-    /// Starts an agent with `config` and `secrets`.
+    /// Starts an agent with `config` (its guests folder) and `secrets`.
     pub fn agent_with(&self, config: AgentConfig, secrets: Secrets) -> RunningAgent {
-        let catalog = Catalog::load(&self.runtime, &self.guests_dir).expect("guests");
-        let agent = Agent::with_parts(self.client(), catalog, config, secrets, fast_retry());
+        let catalog = Catalog::load(&self.runtime, &config.guests_dir).expect("guests");
+        let agent = Agent::with_parts(
+            self.client(),
+            catalog.clone(),
+            config,
+            secrets,
+            fast_retry(),
+        );
         RunningAgent {
             stop: agent.stopper(),
             metrics: agent.metrics(),
             task: tokio::spawn(agent.run()),
+            catalog,
         }
     }
 

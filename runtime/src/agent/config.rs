@@ -15,6 +15,7 @@
 //! # lock_secs = 60                   # lease asked for each job
 //! # shutdown_grace_secs = 30         # how long running jobs may finish on SIGTERM
 //! # blocks_in_flight = 4             # upload blocks in flight per file
+//! # cache_dir = "guests/.cache"      # compiled guests (private to the agent)
 //! # [max_jobs_per_type]
 //! # mediarequest = 2
 //! ```
@@ -61,6 +62,7 @@ struct RawConfig {
     shutdown_grace_secs: f64,
     #[serde(default = "default_blocks")]
     blocks_in_flight: usize,
+    cache_dir: Option<PathBuf>,
 }
 
 fn default_max_jobs() -> usize {
@@ -106,6 +108,8 @@ pub struct AgentConfig {
     pub shutdown_grace: Duration,
     /// Upload blocks in flight per file.
     pub blocks_in_flight: usize,
+    /// Where compiled guests are cached.
+    pub cache_dir: PathBuf,
 }
 
 impl AgentConfig {
@@ -143,10 +147,15 @@ impl AgentConfig {
             })?;
             per_type.insert(job, limit);
         }
+        let guests_dir = resolve(raw.guests_dir);
         Ok(AgentConfig {
             connection_file: resolve(raw.connection_file),
             agent_id: raw.agent_id,
-            guests_dir: resolve(raw.guests_dir),
+            cache_dir: raw
+                .cache_dir
+                .map(resolve)
+                .unwrap_or_else(|| guests_dir.join(".cache")),
+            guests_dir,
             max_jobs: raw.max_jobs,
             max_jobs_per_type: per_type,
             poll_interval: Duration::from_secs_f64(raw.poll_interval_secs),
@@ -162,6 +171,7 @@ impl AgentConfig {
     /// A config for an agent set up in code (the demo, tests).
     pub fn new(agent_id: &str, connection_file: PathBuf, guests_dir: PathBuf) -> AgentConfig {
         AgentConfig {
+            cache_dir: guests_dir.join(".cache"),
             connection_file,
             agent_id: agent_id.to_string(),
             guests_dir,

@@ -101,6 +101,7 @@ pub struct AgentCtx {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) retry: RetryPolicy,
     pub(crate) stop: Stop,
+    pub(crate) reload: Arc<Notify>,
 }
 
 /// Why an agent could not start.
@@ -135,7 +136,8 @@ impl Agent {
         let file = ConnectionFile::load(&config.connection_file)?;
         let runtime = Runtime::new(RuntimeConfig {
             max_instances: (config.max_jobs as u32 + 4) * 2,
-        })?;
+        })?
+        .with_cache(&config.cache_dir)?;
         let catalog = Catalog::load(&runtime, &config.guests_dir)?;
         let retry = RetryPolicy::default();
         let client = RegistryClient::from_connection_file(
@@ -167,6 +169,7 @@ impl Agent {
                 metrics: Arc::new(Metrics::default()),
                 retry,
                 stop: Stop::default(),
+                reload: Arc::new(Notify::new()),
             }),
         }
     }
@@ -187,8 +190,10 @@ impl Agent {
     }
 
     /// Polls and runs jobs until stopped; returns once every job has ended.
+    /// Meanwhile the guests folder is watched and changed guests swapped in.
     pub async fn run(self) {
         let ctx = self.ctx;
+        let watcher = tokio::spawn(watch_guests(ctx.catalog.clone(), ctx.reload.clone()));
         let ended = Arc::new(Notify::new());
         let mut running: JoinSet<(JobType, Ended)> = JoinSet::new();
         let mut per_type: HashMap<JobType, usize> = HashMap::new();
@@ -242,6 +247,28 @@ impl Agent {
             }
         }
         drain(&ctx, running).await;
+        watcher.abort();
+    }
+
+    /// Asks for a rescan of the guests folder now (the status port's reload).
+    pub fn reloader(&self) -> Arc<Notify> {
+        self.ctx.reload.clone()
+    }
+}
+
+/// How often the guests folder is looked at.
+const GUEST_SCAN: Duration = Duration::from_millis(250);
+
+/// Rescans the guests folder every [`GUEST_SCAN`], or at once when asked.
+async fn watch_guests(catalog: Catalog, reload: Arc<Notify>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(GUEST_SCAN) => {}
+            () = reload.notified() => {}
+        }
+        let scanner = catalog.clone();
+        // Compiling is CPU work: keep it off the executor's threads.
+        let _ = tokio::task::spawn_blocking(move || scanner.rescan()).await;
     }
 }
 

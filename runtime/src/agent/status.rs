@@ -1,4 +1,6 @@
-//! The local status port (off by default): `/healthz` and Prometheus `/metrics`.
+//! The local status port (off by default): `/healthz`, Prometheus `/metrics`,
+//! `/guests` (the loaded guests: name, version, SHA-256, loaded at, jobs run;
+//! and the refused ones) and `POST /reload` (rescan the guests folder now).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,25 +13,48 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use super::catalog::Catalog;
 use super::metrics::Metrics;
 
+/// What the status port shows.
+#[derive(Clone)]
+pub struct StatusView {
+    /// The counters.
+    pub metrics: Arc<Metrics>,
+    /// The guests.
+    pub catalog: Catalog,
+    /// Wakes the guests folder watcher.
+    pub reload: Arc<tokio::sync::Notify>,
+}
+
 /// Binds the status port; serving runs in a task that ends with the process.
-pub async fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+pub async fn start(addr: SocketAddr, view: StatusView) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let metrics = metrics.clone();
+            let view = view.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                    let metrics = metrics.clone();
+                    let view = view.clone();
                     async move {
-                        let (status, body) = match request.uri().path() {
-                            "/healthz" => (StatusCode::OK, "ok\n".to_string()),
-                            "/metrics" => (StatusCode::OK, metrics.render()),
+                        let (status, body) = match (request.method().as_str(), request.uri().path())
+                        {
+                            (_, "/healthz") => (StatusCode::OK, "ok\n".to_string()),
+                            (_, "/metrics") => (StatusCode::OK, view.metrics.render()),
+                            ("GET", "/guests") => {
+                                (StatusCode::OK, view.catalog.describe().to_string())
+                            }
+                            ("POST", "/reload") => {
+                                view.reload.notify_one();
+                                (
+                                    StatusCode::ACCEPTED,
+                                    "rescanning the guests folder\n".to_string(),
+                                )
+                            }
                             _ => (
                                 StatusCode::NOT_FOUND,
-                                "try /healthz or /metrics\n".to_string(),
+                                "try /healthz, /metrics, /guests or POST /reload\n".to_string(),
                             ),
                         };
                         let mut response = Response::new(Full::new(Bytes::from(body)));

@@ -47,7 +47,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(addr) = status_listen {
-        let bound = status::start(addr, agent.metrics()).await?;
+        let view = status::StatusView {
+            metrics: agent.metrics(),
+            catalog: agent.catalog().clone(),
+            reload: agent.reloader(),
+        };
+        let bound = status::start(addr, view).await?;
         tracing::info!("status on http://{bound}/healthz and /metrics");
     }
     tracing::info!("agent running with guests: {}", served.join(", "));

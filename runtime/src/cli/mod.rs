@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod camera_sim;
 pub mod demo;
+pub mod guests;
 pub mod registry;
 pub mod run_job;
 

@@ -63,10 +63,14 @@ async fn several_agents_do_each_job_exactly_once() {
         "{devices:?}"
     );
     // The status port serves the counters.
-    let status =
-        corral::agent::status::start("127.0.0.1:0".parse().unwrap(), agents[0].metrics.clone())
-            .await
-            .unwrap();
+    let view = corral::agent::status::StatusView {
+        metrics: agents[0].metrics.clone(),
+        catalog: corral::agent::catalog::Catalog::load(&world.runtime, &world.guests_dir).unwrap(),
+        reload: std::sync::Arc::new(tokio::sync::Notify::new()),
+    };
+    let status = corral::agent::status::start("127.0.0.1:0".parse().unwrap(), view)
+        .await
+        .unwrap();
     let (code, body) = corral_tests::registry::raw(
         &format!("http://{status}"),
         "GET",
@@ -88,6 +92,17 @@ async fn several_agents_do_each_job_exactly_once() {
     )
     .await;
     assert_eq!(code, 200);
+    let (code, body) = corral_tests::registry::raw(
+        &format!("http://{status}"),
+        "GET",
+        "/guests",
+        None,
+        "text/plain",
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).contains("\"name\":\"http-vms\""));
     let mut completed = 0;
     for agent in agents {
         completed += agent.metrics.completed.load(Ordering::Relaxed);

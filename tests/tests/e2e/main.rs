@@ -4,6 +4,7 @@
 mod agent;
 mod camera_sim;
 mod hostile;
+mod hotswap;
 mod http_vms;
 mod loading;
 mod registry;

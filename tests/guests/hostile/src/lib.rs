@@ -92,6 +92,16 @@ fn attack(job: &Job) -> Result<(), JobError> {
             Ok(())
         }
         "trap" => panic!("the guest gives up on purpose"),
+        // Not an attack: a thumbnail that says which version of the guest made it.
+        "tagged-thumbnail" => {
+            let tag = corral_guest::settings::get("tag").unwrap_or_default();
+            let mut output = Output::create("tagged.jpg", "image/jpeg")?;
+            output.write_all(&[0xff, 0xd8, 0xff])?;
+            output.write_all(format!("tag:{tag}").as_bytes())?;
+            output.write_all(&[0xff, 0xd9])?;
+            output.finish()?;
+            Ok(())
+        }
         other => Err(JobError::Unsupported(format!("unknown attack `{other}`"))),
     }
 }

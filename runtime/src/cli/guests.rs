@@ -1,0 +1,73 @@
+//! `corral guests list` and `corral guests check <file.wasm>`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use corral::agent::catalog::Catalog;
+use corral::engine::{Runtime, RuntimeConfig};
+
+/// Arguments of `corral guests`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Load every guest of a folder and list them (name, version, SHA-256, job types).
+    List {
+        /// The guests folder.
+        #[arg(long, default_value = "guests")]
+        dir: PathBuf,
+    },
+    /// Validate one guest (a component of our world, with a manifest that
+    /// parses and grants that make sense) without running it.
+    Check {
+        /// The `.wasm`; its manifest is the `.toml` beside it.
+        wasm: PathBuf,
+    },
+}
+
+/// Runs a guests subcommand.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new(RuntimeConfig { max_instances: 2 })?;
+    match args.command {
+        Command::List { dir } => {
+            let catalog = Catalog::load(&runtime, &dir)?;
+            println!("{:<20} {:<10} {:<14} serves", "name", "version", "sha256");
+            for guest in catalog.guests() {
+                let serves: Vec<&str> = guest
+                    .manifest()
+                    .jobs
+                    .iter()
+                    .map(|job| job.as_str())
+                    .collect();
+                println!(
+                    "{:<20} {:<10} {:<14} {}",
+                    guest.manifest().name,
+                    guest.manifest().version,
+                    &guest.sha256()[..12],
+                    serves.join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { wasm } => match runtime.load(&wasm) {
+            Ok(guest) => {
+                println!(
+                    "ok: {} {} (sha256 {}) serves {:?}",
+                    guest.manifest().name,
+                    guest.manifest().version,
+                    guest.sha256(),
+                    guest.manifest().jobs
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => {
+                eprintln!("refused {}: {error}", wasm.display());
+                Ok(ExitCode::FAILURE)
+            }
+        },
+    }
+}

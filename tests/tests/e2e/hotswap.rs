@@ -1,0 +1,202 @@
+//! Guests swapped while the agent runs: under a steady load of small jobs, v1
+//! is replaced by v2 with zero failed jobs, each job's output from exactly one
+//! version; a broken module is refused and v1 keeps serving.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use corral_camera_sim::SimConfig;
+use corral_envelope::keys::WrapAlgorithm;
+use corral_registry::RegistryConfig;
+use corral_tests::test_guests::HOSTILE;
+use corral_tests::world::World;
+
+/// The hostile guest's bytes with a custom section appended: a valid, different component.
+fn variant(tag: &str) -> Vec<u8> {
+    let name = b"corral-test-variant";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(tag.as_bytes());
+    let mut bytes = HOSTILE.to_vec();
+    bytes.push(0); // custom section id
+    bytes.push(section.len() as u8);
+    bytes.extend_from_slice(&section);
+    bytes
+}
+
+/// Writes `<dir>/versioned.{wasm,toml}` for `tag` the way a careful operator
+/// does: each file written beside, then renamed into place.
+fn install(dir: &Path, wasm: &[u8], tag: &str) {
+    let manifest = format!(
+        "name = \"versioned\"\nversion = \"{tag}.0.0\"\njobs = [\"thumbnail\"]\n[settings]\ntag = \"{tag}\"\n"
+    );
+    std::fs::write(dir.join("versioned.toml.tmp"), manifest).unwrap();
+    std::fs::rename(dir.join("versioned.toml.tmp"), dir.join("versioned.toml")).unwrap();
+    std::fs::write(dir.join("versioned.wasm.tmp"), wasm).unwrap();
+    std::fs::rename(dir.join("versioned.wasm.tmp"), dir.join("versioned.wasm")).unwrap();
+}
+
+fn tagged_job(world: &World) -> corral_registry::NewJob {
+    let mut job = world.job("thumbnail", Some("cam-0001"));
+    job.parameters
+        .insert("attack".into(), "tagged-thumbnail".into());
+    job
+}
+
+async fn setup() -> (World, std::path::PathBuf) {
+    let config = RegistryConfig {
+        key_algorithm: WrapAlgorithm::A256Kw,
+        ..RegistryConfig::default()
+    };
+    let world = World::start(config, SimConfig::with_devices(1)).await;
+    let dir = world.registry.dir.path().join("swap-guests");
+    std::fs::create_dir_all(&dir).unwrap();
+    install(&dir, &variant("1"), "1");
+    (world, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_swapped_under_load_serves_each_job_from_one_version() {
+    let (world, dir) = setup().await;
+    let mut config = world.config();
+    config.guests_dir = dir.clone();
+    config.cache_dir = world.registry.dir.path().join("cache");
+    config.poll_interval = Duration::from_millis(100);
+    let agent = world.agent(config);
+    let mut ids = Vec::new();
+    let started = Instant::now();
+    let mut swapped_at: Option<SystemTime> = None;
+    let mut renamed = false;
+    // A job every 20 ms; v2 goes in after 0.5 s; keep on until 1.5 s after the swap.
+    loop {
+        ids.extend(world.post(vec![tagged_job(&world)]).await);
+        if !renamed && started.elapsed() > Duration::from_millis(500) {
+            install(&dir, &variant("2"), "2");
+            renamed = true;
+        }
+        if swapped_at.is_none() {
+            swapped_at = agent
+                .catalog
+                .guests()
+                .iter()
+                .find(|guest| guest.manifest().version == "2.0.0")
+                .map(|guest| guest.loaded_at());
+        }
+        if swapped_at
+            .is_some_and(|at| at.elapsed().unwrap_or_default() > Duration::from_millis(1500))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "v2 was never swapped in"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let swapped_at = swapped_at.unwrap();
+    let done = world.wait_final(&ids, Duration::from_secs(60)).await;
+    let store = world.registry.running.registry().store().clone();
+    let (mut v1, mut v2) = (0, 0);
+    for job in &done {
+        assert_eq!(job.state, "Completed", "zero failed jobs: {job:?}");
+        let file = job
+            .files
+            .iter()
+            .flatten()
+            .find(|file| file.committed)
+            .expect("a committed file")
+            .clone();
+        let id = file.file_id.clone();
+        let row = store
+            .transaction(move |tx| corral_registry::files::committed(tx, &id))
+            .await
+            .unwrap();
+        let bytes = corral_registry::files::decrypt(&store, &row).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        let (one, two) = (text.contains("tag:1"), text.contains("tag:2"));
+        assert!(
+            one != two,
+            "exactly one version made {}: {text:?}",
+            job.job_id
+        );
+        let created = time::OffsetDateTime::parse(
+            &job.created_utc,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        if SystemTime::from(created) > swapped_at + Duration::from_secs(1) {
+            assert!(
+                two,
+                "job {} posted more than 1 s after the swap ran v1",
+                job.job_id
+            );
+        }
+        if one { v1 += 1 } else { v2 += 1 }
+    }
+    assert!(v1 > 0 && v2 > 0, "both versions served: {v1} v1, {v2} v2");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_module_is_refused_and_the_previous_version_keeps_serving() {
+    let (world, dir) = setup().await;
+    let mut config = world.config();
+    config.guests_dir = dir.clone();
+    let agent = world.agent(config);
+    std::fs::write(dir.join("versioned.wasm.tmp"), b"this is not wasm").unwrap();
+    std::fs::rename(dir.join("versioned.wasm.tmp"), dir.join("versioned.wasm")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let why = loop {
+        if let Some(why) = agent.catalog.refusals().get("versioned") {
+            break why.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broken module was never looked at"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(why.contains("not a WebAssembly file"), "{why}");
+    let ids = world.post(vec![tagged_job(&world)]).await;
+    let done = world.wait_final(&ids, Duration::from_secs(20)).await;
+    assert_eq!(
+        done[0].state, "Completed",
+        "v1 keeps serving: {:?}",
+        done[0]
+    );
+    assert_eq!(agent.catalog.guests()[0].manifest().version, "1.0.0");
+    agent.stop().await;
+}
+
+#[test]
+fn compiled_guests_are_cached_and_a_bad_entry_is_ignored() {
+    use corral::cache::{ArtifactCache, CacheUse};
+    use corral::engine::{Runtime, RuntimeConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(RuntimeConfig { max_instances: 2 }).unwrap();
+    let cache = ArtifactCache::new(dir.path(), runtime.engine()).unwrap();
+    let sha = "0123";
+    let (_, first) = cache
+        .load_or_compile(runtime.engine(), HOSTILE, sha)
+        .unwrap();
+    let (_, second) = cache
+        .load_or_compile(runtime.engine(), HOSTILE, sha)
+        .unwrap();
+    assert_eq!((first, second), (CacheUse::Miss, CacheUse::Hit));
+    // A tampered entry no longer matches its digest: it is compiled again.
+    let entry = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "cwasm"))
+        .unwrap();
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&entry, bytes).unwrap();
+    let (_, third) = cache
+        .load_or_compile(runtime.engine(), HOSTILE, sha)
+        .unwrap();
+    assert_eq!(third, CacheUse::Miss);
+}
