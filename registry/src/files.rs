@@ -191,7 +191,7 @@ pub struct CommitPlan {
     file: FileRow,
     block_paths: Vec<std::path::PathBuf>,
     data: EncryptionData,
-    /// `Some` when the same commit was already accepted.
+    /// Whether the same commit was already accepted (an idempotent repeat).
     pub already: bool,
 }
 

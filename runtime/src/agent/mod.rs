@@ -195,26 +195,19 @@ impl Agent {
         let ctx = self.ctx;
         let watcher = tokio::spawn(watch_guests(ctx.catalog.clone(), ctx.reload.clone()));
         let ended = Arc::new(Notify::new());
-        let mut running: JoinSet<(JobType, Ended)> = JoinSet::new();
-        let mut per_type: HashMap<JobType, usize> = HashMap::new();
+        let mut running = Running::default();
         let mut stop = ctx.stop.clone();
         let mut idle_wait = Duration::from_millis(50);
         let mut failing = false;
         while stop.level() == StopLevel::Running {
-            while let Some(done) = running.try_join_next() {
-                if let Ok((job_type, _)) = done {
-                    *per_type.entry(job_type).or_default() -= 1;
-                }
-            }
+            running.reap();
             let mut started = 0;
-            let capacity = ctx.config.max_jobs.saturating_sub(running.len());
+            let capacity = ctx.config.max_jobs.saturating_sub(running.tasks.len());
             let types: Vec<JobType> = ctx
                 .catalog
                 .served_types()
                 .into_iter()
-                .filter(|job| {
-                    per_type.get(job).copied().unwrap_or(0) < type_limit(&ctx.config, *job)
-                })
+                .filter(|job| running.count(*job) < type_limit(&ctx.config, *job))
                 .collect();
             if capacity > 0 && !types.is_empty() {
                 match ctx.client.poll(&types, Some(capacity * 2)).await {
@@ -223,9 +216,7 @@ impl Agent {
                             tracing::info!("the registry answers again");
                             failing = false;
                         }
-                        started =
-                            take_jobs(&ctx, polled, capacity, &mut per_type, &mut running, &ended)
-                                .await;
+                        started = take_jobs(&ctx, polled, capacity, &mut running, &ended).await;
                     }
                     Err(error) => {
                         Metrics::bump(&ctx.metrics.registry_errors);
@@ -272,6 +263,33 @@ async fn watch_guests(catalog: Catalog, reload: Arc<Notify>) {
     }
 }
 
+/// The running jobs, and how many of each type.
+#[derive(Default)]
+struct Running {
+    tasks: JoinSet<Ended>,
+    types: HashMap<tokio::task::Id, JobType>,
+}
+
+impl Running {
+    fn count(&self, job: JobType) -> usize {
+        self.types
+            .values()
+            .filter(|running| **running == job)
+            .count()
+    }
+
+    /// Forgets the jobs that ended (even by a panic).
+    fn reap(&mut self) {
+        while let Some(done) = self.tasks.try_join_next_with_id() {
+            let id = match done {
+                Ok((id, _)) => id,
+                Err(error) => error.id(),
+            };
+            self.types.remove(&id);
+        }
+    }
+}
+
 fn type_limit(config: &AgentConfig, job: JobType) -> usize {
     config
         .max_jobs_per_type
@@ -285,8 +303,7 @@ async fn take_jobs(
     ctx: &Arc<AgentCtx>,
     polled: Vec<Polled>,
     mut capacity: usize,
-    per_type: &mut HashMap<JobType, usize>,
-    running: &mut JoinSet<(JobType, Ended)>,
+    running: &mut Running,
     ended: &Arc<Notify>,
 ) -> usize {
     let mut started = 0;
@@ -301,25 +318,24 @@ async fn take_jobs(
                 continue;
             }
         };
-        let count = per_type.entry(job.job_type).or_default();
-        if *count >= type_limit(&ctx.config, job.job_type) {
+        if running.count(job.job_type) >= type_limit(&ctx.config, job.job_type) {
             continue;
         }
         match ctx.client.lock(&job.job_id, ctx.config.lock_duration).await {
             Ok(lock) => {
-                *count += 1;
                 capacity -= 1;
                 started += 1;
                 let (ctx, ended) = (ctx.clone(), ended.clone());
                 tracing::info!(job = job.job_id, "locked {} job", job.job_type);
-                running.spawn(async move {
+                let job_type = job.job_type;
+                let task = running.tasks.spawn(async move {
                     ctx.metrics.running.fetch_add(1, Ordering::Relaxed);
-                    let job_type = job.job_type;
                     let result = runner::run(ctx.clone(), job, lock).await;
                     ctx.metrics.running.fetch_sub(1, Ordering::Relaxed);
                     ended.notify_one();
-                    (job_type, result)
+                    result
                 });
+                running.types.insert(task.id(), job_type);
             }
             Err(RegistryError::LockLost(_) | RegistryError::Gone(_)) => {}
             Err(error) => {
@@ -349,7 +365,8 @@ async fn cancel_malformed(ctx: &AgentCtx, job_id: &str, reason: &str) {
 }
 
 /// After the loop: running jobs get the grace period, then are released.
-async fn drain(ctx: &Arc<AgentCtx>, mut running: JoinSet<(JobType, Ended)>) {
+async fn drain(ctx: &Arc<AgentCtx>, running: Running) {
+    let mut running = running.tasks;
     if running.is_empty() {
         return;
     }

@@ -2,7 +2,7 @@
 //!
 //! Links: the `output` interface and its `file` resource; each file hands out
 //! one `wasi:io` output-stream. Per-job state: the sink, the names used, the
-//! files stored, the files abandoned. Limits: `limits.output_bytes` over all
+//! files stored. Limits: `limits.output_bytes` over all
 //! files of the job, counted as bytes are accepted.
 //!
 //! Bytes go from the stream to a writer task through a small bounded channel:
@@ -40,7 +40,6 @@ pub struct JobOutputs {
     budget: Arc<OutputBudget>,
     names: Vec<String>,
     stored: Vec<StoredFile>,
-    abandoned: Vec<String>,
 }
 
 /// Bytes all outputs of a job may still take.
@@ -64,7 +63,6 @@ impl JobOutputs {
             }),
             names: Vec::new(),
             stored: Vec::new(),
-            abandoned: Vec::new(),
         }
     }
 
@@ -86,15 +84,11 @@ impl JobOutputs {
 
     /// Names of files created but never finished.
     pub fn unfinished(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .names
+        self.names
             .iter()
             .filter(|name| !self.stored.iter().any(|file| &file.name == *name))
             .cloned()
-            .collect();
-        names.retain(|name| !self.abandoned.contains(name));
-        names.extend(self.abandoned.iter().cloned());
-        names
+            .collect()
     }
 
     /// The limit message, if the job tried to write more than its limit.
@@ -307,12 +301,9 @@ impl HostFile for JobState {
     }
 
     async fn drop(&mut self, file: Resource<OutputFile>) -> wasmtime::Result<()> {
-        let output = self.table.delete(file)?;
-        if !matches!(output.state, FileState::Done) {
-            self.outputs.abandoned.push(output.spec.name);
-        }
         // Dropping the sink file (here, or in its writer task when the commit
-        // signal is dropped) discards it.
+        // signal is dropped) discards it; `unfinished` reports it.
+        self.table.delete(file)?;
         Ok(())
     }
 }
