@@ -55,12 +55,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Check { wasm } => match runtime.load(&wasm) {
             Ok(guest) => {
+                let serves: Vec<&str> = guest
+                    .manifest()
+                    .jobs
+                    .iter()
+                    .map(|job| job.as_str())
+                    .collect();
                 println!(
-                    "ok: {} {} (sha256 {}) serves {:?}",
+                    "ok: {} {} (sha256 {}) serves {}",
                     guest.manifest().name,
                     guest.manifest().version,
                     guest.sha256(),
-                    guest.manifest().jobs
+                    serves.join(", ")
                 );
                 Ok(ExitCode::SUCCESS)
             }
