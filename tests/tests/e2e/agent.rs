@@ -348,3 +348,51 @@ async fn shutdown_lets_running_jobs_finish_or_releases_them() {
     assert!(job.files.iter().flatten().all(|file| !file.committed));
     assert_eq!(agent.metrics.released.load(Ordering::Relaxed), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_type_limit_holds_while_other_types_run() {
+    let sim = SimConfig {
+        bitrate_bps: 2_000_000,
+        ..SimConfig::with_devices(2)
+    };
+    let world = World::start(RegistryConfig::default(), sim).await;
+    world.sim.faults().set(FaultSettings {
+        chunk_delay_ms: 150,
+        ..Default::default()
+    });
+    let mut jobs: Vec<_> = (0..3)
+        .map(|_| world.job("mediarequest", Some("cam-0001")))
+        .collect();
+    jobs.push(world.job("thumbnail", Some("cam-0002")));
+    let ids = world.post(jobs).await;
+    let mut config = world.config();
+    config.max_jobs = 4;
+    config
+        .max_jobs_per_type
+        .insert(corral::protocol::JobType::MediaRequest, 1);
+    let agent = world.agent(config);
+    world
+        .wait_until(&ids[..1], Duration::from_secs(20), |job| {
+            job.state == "Locked"
+        })
+        .await;
+    let mut thumbnail_done = false;
+    for _ in 0..20 {
+        let mut locked_media = 0;
+        for id in &ids[..3] {
+            if world.registry.job(id).await.state == "Locked" {
+                locked_media += 1;
+            }
+        }
+        assert!(
+            locked_media <= 1,
+            "{locked_media} media jobs at once with a limit of 1"
+        );
+        thumbnail_done |= world.registry.job(&ids[3]).await.state == "Completed";
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(thumbnail_done, "the thumbnail ran beside the media job");
+    let done = world.wait_final(&ids, Duration::from_secs(60)).await;
+    assert!(done.iter().all(|job| job.state == "Completed"), "{done:?}");
+    agent.stop().await;
+}
