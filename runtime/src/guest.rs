@@ -150,7 +150,14 @@ impl Guest {
             .map_err(|error| GuestError::WrongWorld(format!("{error:#}")))?;
         Ok(Guest {
             inner: Arc::new(GuestInner {
-                policy: Arc::new(OutboundPolicy::new(manifest.http.clone())),
+                policy: Arc::new(OutboundPolicy::new(manifest.http.clone()).map_err(
+                    |message| {
+                        GuestError::Manifest(ManifestError::Invalid {
+                            path: format!("{}.toml", manifest.name).into(),
+                            message,
+                        })
+                    },
+                )?),
                 settings: Arc::new(manifest.settings.clone()),
                 sha256,
                 loaded_at: SystemTime::now(),

@@ -16,6 +16,7 @@
 //!
 //! [[http]]                        # a wildcard, only where written: any subdomain
 //! origin = "https://*.cams.example.com"
+//! tls_ca = "vms-ca.pem"           # optional: a CA to trust besides the system's roots
 //!
 //! [[tcp]]                         # raw TCP (RTSP-like), an exact IP and port
 //! address = "10.0.0.5:554"
@@ -101,6 +102,9 @@ pub struct HttpGrant {
     pub port: u16,
     /// The agent secret the host adds to matching requests, if any.
     pub credentials: Option<String>,
+    /// For `https`: a PEM file of extra CA certificates to trust (an
+    /// on-premise VMS with its own CA), besides the system's roots.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl HttpGrant {
@@ -186,6 +190,7 @@ struct RawFolder {
 struct RawGrant {
     origin: String,
     credentials: Option<String>,
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -245,7 +250,25 @@ impl Manifest {
         let http = raw
             .http
             .into_iter()
-            .map(|grant| parse_grant(&grant.origin, grant.credentials).map_err(&invalid))
+            .map(|grant| {
+                let mut parsed = parse_grant(&grant.origin, grant.credentials).map_err(&invalid)?;
+                if let Some(ca) = grant.tls_ca {
+                    let ca = if ca.is_absolute() {
+                        ca
+                    } else {
+                        path.parent().unwrap_or(Path::new(".")).join(ca)
+                    };
+                    if parsed.scheme != "https" || !ca.is_file() {
+                        return Err(invalid(format!(
+                            "http grant `{}`: tls_ca {} must be a PEM file, on an https grant",
+                            grant.origin,
+                            ca.display()
+                        )));
+                    }
+                    parsed.tls_ca = Some(ca);
+                }
+                Ok(parsed)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let limits = parse_limits(&raw.limits).map_err(&invalid)?;
         let tcp = raw
@@ -342,6 +365,7 @@ fn parse_grant(origin: &str, credentials: Option<String>) -> Result<HttpGrant, S
             .to_ascii_lowercase(),
         port: uri.port_u16().unwrap_or(default_port),
         credentials,
+        tls_ca: None,
     })
 }
 

@@ -4,11 +4,14 @@
 //! guest's [`OutboundPolicy`], its camera credentials, and the denials seen (so
 //! a failed job names the host it was refused). Limits: only the granted
 //! origins answer; the check happens on the resolved address and the
-//! connection goes to that very address (no DNS rebinding); loopback,
-//! link-local and unspecified addresses only when a grant names them as an IP.
+//! connection goes to that very address (no DNS rebinding), over TLS for
+//! `https` (the certificate checked against the grant's name, with the
+//! system's roots and the grant's own CA); loopback, link-local and
+//! unspecified addresses only when a grant names them as an IP.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -43,12 +46,63 @@ pub enum Denied {
 #[derive(Debug, Clone, Default)]
 pub struct OutboundPolicy {
     grants: Vec<HttpGrant>,
+    /// The TLS settings of each grant (same order), for `https` grants.
+    tls: Vec<Option<Arc<rustls::ClientConfig>>>,
+}
+
+/// The system's trust roots, read once per process.
+fn system_roots() -> &'static rustls::RootCertStore {
+    static ROOTS: std::sync::OnceLock<rustls::RootCertStore> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        roots
+    })
+}
+
+/// The TLS client settings of an `https` grant.
+fn tls_config(grant: &HttpGrant) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = system_roots().clone();
+    if let Some(ca) = &grant.tls_ca {
+        let fail = |error: &dyn std::fmt::Display| format!("tls_ca {}: {error}", ca.display());
+        let certs = CertificateDer::pem_file_iter(ca).map_err(|error| fail(&error))?;
+        for cert in certs {
+            let cert = cert.map_err(|error| fail(&error))?;
+            roots.add(cert).map_err(|error| fail(&error))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 impl OutboundPolicy {
-    /// A policy allowing exactly `grants`.
-    pub fn new(grants: Vec<HttpGrant>) -> OutboundPolicy {
-        OutboundPolicy { grants }
+    /// A policy allowing exactly `grants`; `Err` names a CA file that cannot be used.
+    pub fn new(grants: Vec<HttpGrant>) -> Result<OutboundPolicy, String> {
+        let tls = grants
+            .iter()
+            .map(|grant| {
+                (grant.scheme == "https")
+                    .then(|| tls_config(grant))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(OutboundPolicy { grants, tls })
+    }
+
+    /// The TLS settings of `grant`, if it is an `https` grant.
+    fn tls_for(&self, grant: &HttpGrant) -> Option<Arc<rustls::ClientConfig>> {
+        let index = self
+            .grants
+            .iter()
+            .position(|candidate| candidate == grant)?;
+        self.tls.get(index).cloned().flatten()
     }
 
     /// The grant matching `scheme`, `host` and `port`, if any.
@@ -184,14 +238,7 @@ impl WasiHttpHooks for OutboundHooks {
         let secrets = self.secrets.clone();
         let denials = self.denials.clone();
         Box::new(async move {
-            let record = |denied: Denied| {
-                tracing::warn!("sandbox denied a request: {denied}");
-                denials
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(denied);
-            };
-            let (request, addr) = match route(&policy, &secrets, request).await {
+            let routed = match route(&policy, &secrets, request).await {
                 Ok(routed) => routed,
                 Err(RouteError::Denied(denied)) => {
                     let code = match denied {
@@ -200,19 +247,78 @@ impl WasiHttpHooks for OutboundHooks {
                             wasmtime_wasi_http::Error::DestinationIpProhibited
                         }
                     };
-                    record(denied);
+                    tracing::warn!("sandbox denied a request: {denied}");
+                    denials
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(denied);
                     return Err(code);
                 }
                 Err(RouteError::Other(error)) => return Err(error),
             };
-            tracing::debug!("guest request to {addr}");
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(http_body_util::BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
+            tracing::debug!("guest request to {}", routed.addr);
+            send(routed, options).await
         })
     }
+}
+
+/// Anything a connection runs over: TCP, or TLS over TCP.
+trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Connection for T {}
+
+/// What `send` returns: the response, and a future that ends with the connection.
+type Sent = (
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+);
+
+/// Connects to the checked address (over TLS for `https`) and sends the request.
+async fn send(
+    routed: Routed,
+    options: Option<RequestOptions>,
+) -> Result<Sent, wasmtime_wasi_http::Error> {
+    use http_body_util::BodyExt;
+    use wasmtime_wasi_http::Error;
+    let connect_timeout = options
+        .and_then(|options| options.connect_timeout)
+        .unwrap_or(Duration::from_secs(30));
+    let first_byte_timeout = options
+        .and_then(|options| options.first_byte_timeout)
+        .unwrap_or(Duration::from_secs(600));
+    let tcp = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(routed.addr))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)?
+        .map_err(Error::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Connection> = match routed.tls {
+        None => Box::new(tcp),
+        Some((config, name)) => {
+            let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+            let tls = tokio::time::timeout(connect_timeout, handshake)
+                .await
+                .map_err(|_| Error::ConnectionTimeout)?
+                .map_err(Error::Tls)?;
+            Box::new(tls)
+        }
+    };
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, WasiBody>(hyper_util::rt::TokioIo::new(stream))
+            .await?;
+    let driver = tokio::spawn(connection);
+    let response = tokio::time::timeout(first_byte_timeout, sender.send_request(routed.request))
+        .await
+        .map_err(|_| Error::ConnectionReadTimeout)??;
+    let io = async move {
+        match driver.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(Error::from(error)),
+            Err(_) => Err(Error::ConnectionTerminated),
+        }
+    };
+    Ok((
+        response.map(|body| body.map_err(Error::from).boxed_unsync()),
+        Box::new(io),
+    ))
 }
 
 enum RouteError {
@@ -220,13 +326,24 @@ enum RouteError {
     Other(wasmtime_wasi_http::Error),
 }
 
-/// Checks `request` against the policy, resolves its host, and rewrites it to
-/// go to the one address that passed the check, with credentials added.
+/// A request ready to go: to which address, over which TLS settings.
+struct Routed {
+    request: http::Request<WasiBody>,
+    addr: SocketAddr,
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+}
+
+/// Checks `request` against the policy, resolves its host, picks the one
+/// address that passes the check, and adds credentials; the request's URI
+/// keeps only its path (the connection is made to the address).
 async fn route(
     policy: &OutboundPolicy,
     secrets: &Secrets,
     mut request: http::Request<WasiBody>,
-) -> Result<(http::Request<WasiBody>, SocketAddr), RouteError> {
+) -> Result<Routed, RouteError> {
     let uri = request.uri().clone();
     let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
     let host = uri.host().ok_or(RouteError::Other(
@@ -238,16 +355,6 @@ async fn route(
     let grant = policy
         .grant_for(&scheme, host, port)
         .map_err(RouteError::Denied)?;
-    if scheme != "http" {
-        // Connecting to a checked address needs our own TLS connector; until
-        // then https is refused rather than resolved twice.
-        return Err(RouteError::Denied(Denied::NotGranted {
-            origin: format!(
-                "{} (https is not supported by this corral yet)",
-                grant.origin()
-            ),
-        }));
-    }
     let bare_host = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = match bare_host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
@@ -275,8 +382,16 @@ async fn route(
             Some(denied) => RouteError::Denied(denied),
             None => RouteError::Other(wasmtime_wasi_http::Error::DestinationNotFound),
         })?;
+    let tls = match policy.tls_for(grant) {
+        None => None,
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from(bare_host.to_string())
+                .map_err(|_| RouteError::Other(wasmtime_wasi_http::Error::HttpRequestUriInvalid))?;
+            Some((config, name))
+        }
+    };
     let path = uri.path_and_query().map_or("/", |path| path.as_str());
-    *request.uri_mut() = format!("http://{addr}{path}")
+    *request.uri_mut() = path
         .parse()
         .map_err(|_| RouteError::Other(wasmtime_wasi_http::Error::HttpRequestUriInvalid))?;
     if let Some(name) = &grant.credentials {
@@ -297,7 +412,7 @@ async fn route(
             }
         }
     }
-    Ok((request, addr))
+    Ok(Routed { request, addr, tls })
 }
 
 #[cfg(test)]
@@ -310,12 +425,14 @@ mod tests {
             host: origin_host.into(),
             port,
             credentials: None,
+            tls_ca: None,
         }
     }
 
     #[test]
     fn only_granted_origins_pass() {
-        let policy = OutboundPolicy::new(vec![grant("127.0.0.1", 8081), grant("vms.example", 80)]);
+        let policy =
+            OutboundPolicy::new(vec![grant("127.0.0.1", 8081), grant("vms.example", 80)]).unwrap();
         assert!(policy.grant_for("http", "127.0.0.1", 8081).is_ok());
         assert!(policy.grant_for("http", "VMS.example", 80).is_ok());
         assert!(matches!(
@@ -332,7 +449,7 @@ mod tests {
 
     #[test]
     fn wildcards_match_subdomains_only() {
-        let policy = OutboundPolicy::new(vec![grant("*.cams.example", 80)]);
+        let policy = OutboundPolicy::new(vec![grant("*.cams.example", 80)]).unwrap();
         assert!(policy.grant_for("http", "a.cams.example", 80).is_ok());
         assert!(policy.grant_for("http", "b.a.CAMS.example", 80).is_ok());
         assert!(policy.grant_for("http", "cams.example", 80).is_err());
@@ -341,7 +458,8 @@ mod tests {
 
     #[test]
     fn names_may_not_resolve_to_this_machine() {
-        let policy = OutboundPolicy::new(vec![grant("127.0.0.1", 8081), grant("vms.example", 80)]);
+        let policy =
+            OutboundPolicy::new(vec![grant("127.0.0.1", 8081), grant("vms.example", 80)]).unwrap();
         let ip_grant = policy.grant_for("http", "127.0.0.1", 8081).unwrap();
         assert!(
             policy

@@ -204,3 +204,83 @@ async fn a_job_type_the_guest_does_not_serve_is_unsupported() {
         report.outcome
     );
 }
+
+/// camera-sim behind TLS, with a certificate for 127.0.0.1 from a CA of its own.
+/// Returns the proxy's address and the CA's PEM.
+async fn tls_camera(camera: std::net::SocketAddr) -> (std::net::SocketAddr, String) {
+    use std::sync::Arc;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &rcgen::Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(camera).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (addr, ca.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_to_a_camera_with_its_own_ca_is_verified() {
+    let harness = Harness::start(SimConfig::with_devices(3)).await;
+    let (addr, ca_pem) = tls_camera(harness.sim.addr()).await;
+    let base = format!("https://{addr}");
+    let ca_path = harness.out.path().join("vms-ca.pem");
+    std::fs::write(&ca_path, ca_pem).unwrap();
+
+    // Granted with the camera's CA: the certificate checks out and discovery works.
+    let mut manifest = corral::bundled::http_vms_manifest(&base).unwrap();
+    manifest.http[0].tls_ca = Some(ca_path);
+    let report = harness
+        .run_with(
+            &harness.guest_with(manifest),
+            &job("d-tls", JobType::Discovery, None),
+        )
+        .await;
+    assert!(
+        matches!(&report.outcome, JobOutcome::Discovered(devices) if devices.len() == 3),
+        "{:?}",
+        report.outcome
+    );
+
+    // Without it, the certificate is refused: no request goes out unverified.
+    let manifest = corral::bundled::http_vms_manifest(&base).unwrap();
+    let report = harness
+        .run_with(
+            &harness.guest_with(manifest),
+            &job("d-tls2", JobType::Discovery, None),
+        )
+        .await;
+    let (JobOutcome::Unavailable(message) | JobOutcome::Failed(message)) = &report.outcome else {
+        panic!("an unknown CA must fail: {:?}", report.outcome);
+    };
+    assert!(message.to_ascii_lowercase().contains("tls"), "{message}");
+}
