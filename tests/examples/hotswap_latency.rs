@@ -10,34 +10,13 @@ use std::time::{Duration, Instant};
 use corral_camera_sim::SimConfig;
 use corral_envelope::keys::WrapAlgorithm;
 use corral_registry::RegistryConfig;
-use corral_tests::test_guests::HOSTILE;
+use corral_tests::test_guests::install_variant;
 use corral_tests::world::World;
-
-fn variant(tag: &str) -> Vec<u8> {
-    let name = b"corral-variant";
-    let mut section = vec![name.len() as u8];
-    section.extend_from_slice(name);
-    section.extend_from_slice(tag.as_bytes());
-    let mut bytes = HOSTILE.to_vec();
-    bytes.extend([0, section.len() as u8]);
-    bytes.extend_from_slice(&section);
-    bytes
-}
-
-fn install(dir: &std::path::Path, tag: &str) {
-    let manifest = format!(
-        "name = \"v\"\nversion = \"{tag}.0.0\"\njobs = [\"thumbnail\"]\n[settings]\ntag = \"{tag}\"\n"
-    );
-    std::fs::write(dir.join("v.toml.tmp"), manifest).unwrap();
-    std::fs::rename(dir.join("v.toml.tmp"), dir.join("v.toml")).unwrap();
-    std::fs::write(dir.join("v.wasm.tmp"), variant(tag)).unwrap();
-    std::fs::rename(dir.join("v.wasm.tmp"), dir.join("v.wasm")).unwrap();
-}
 
 /// Renames `tag` in; posts a job every 10 ms until one completes with it.
 async fn swap(world: &World, dir: &std::path::Path, tag: &str) -> Duration {
     let renamed = Instant::now();
-    install(dir, tag);
+    install_variant(dir, "v", tag);
     loop {
         let mut job = world.job("thumbnail", Some("cam-0001"));
         job.parameters
@@ -73,7 +52,7 @@ async fn main() {
     let world = World::start(config, SimConfig::with_devices(1)).await;
     let dir = world.registry.dir.path().join("guests-hotswap");
     std::fs::create_dir_all(&dir).unwrap();
-    install(&dir, "1");
+    install_variant(&dir, "v", "1");
     let mut agent_config = world.config();
     agent_config.guests_dir = dir.clone();
     agent_config.cache_dir = world.registry.dir.path().join("cache");

@@ -151,8 +151,38 @@ pub fn unix_millis(time: OffsetDateTime) -> i64 {
 
 /// The test-only guests, built by this crate's build script.
 pub mod test_guests {
+    use std::path::Path;
+
     /// `tests/guests/hostile`: one attack per job (parameter `attack`).
     pub const HOSTILE: &[u8] = include_bytes!(env!("CORRAL_TEST_GUEST_HOSTILE"));
     /// `tests/guests/other-world`: a valid component of another world.
     pub const OTHER_WORLD: &[u8] = include_bytes!(env!("CORRAL_TEST_GUEST_OTHER_WORLD"));
+
+    /// The hostile guest with a custom section naming `tag` appended: a valid
+    /// component with other bytes (another SHA-256), for hot-swap tests.
+    pub fn variant(tag: &str) -> Vec<u8> {
+        let name = b"corral-test-variant";
+        let mut section = vec![name.len() as u8];
+        section.extend_from_slice(name);
+        section.extend_from_slice(tag.as_bytes());
+        let mut bytes = HOSTILE.to_vec();
+        bytes.extend([0, section.len() as u8]); // custom section id, size
+        bytes.extend_from_slice(&section);
+        bytes
+    }
+
+    /// Installs version `tag` of the guest `stem` in `dir` (serving thumbnails,
+    /// setting `tag`) as a careful operator does: each file written beside, then
+    /// renamed into place.
+    pub fn install_variant(dir: &Path, stem: &str, tag: &str) {
+        let manifest = format!(
+            "name = \"{stem}\"\nversion = \"{tag}.0.0\"\njobs = [\"thumbnail\"]\n[settings]\ntag = \"{tag}\"\n"
+        );
+        let toml = dir.join(format!("{stem}.toml"));
+        let wasm = dir.join(format!("{stem}.wasm"));
+        std::fs::write(toml.with_extension("toml.tmp"), manifest).expect("write");
+        std::fs::rename(toml.with_extension("toml.tmp"), &toml).expect("rename");
+        std::fs::write(wasm.with_extension("wasm.tmp"), variant(tag)).expect("write");
+        std::fs::rename(wasm.with_extension("wasm.tmp"), &wasm).expect("rename");
+    }
 }

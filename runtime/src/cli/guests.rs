@@ -37,36 +37,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let catalog = Catalog::load(&runtime, &dir)?;
             println!("{:<20} {:<10} {:<14} serves", "name", "version", "sha256");
             for guest in catalog.guests() {
-                let serves: Vec<&str> = guest
-                    .manifest()
-                    .jobs
-                    .iter()
-                    .map(|job| job.as_str())
-                    .collect();
+                let (name, version, serves) = identity(&guest);
                 println!(
-                    "{:<20} {:<10} {:<14} {}",
-                    guest.manifest().name,
-                    guest.manifest().version,
-                    &guest.sha256()[..12],
-                    serves.join(", ")
+                    "{name:<20} {version:<10} {:<14} {serves}",
+                    &guest.sha256()[..12]
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { wasm } => match runtime.load(&wasm) {
             Ok(guest) => {
-                let serves: Vec<&str> = guest
-                    .manifest()
-                    .jobs
-                    .iter()
-                    .map(|job| job.as_str())
-                    .collect();
+                let (name, version, serves) = identity(&guest);
                 println!(
-                    "ok: {} {} (sha256 {}) serves {}",
-                    guest.manifest().name,
-                    guest.manifest().version,
-                    guest.sha256(),
-                    serves.join(", ")
+                    "ok: {name} {version} (sha256 {}) serves {serves}",
+                    guest.sha256()
                 );
                 Ok(ExitCode::SUCCESS)
             }
@@ -76,4 +60,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         },
     }
+}
+
+/// A guest's name, version, and the job types it serves as the registry spells them.
+fn identity(guest: &corral::guest::Guest) -> (&str, &str, String) {
+    let serves: Vec<&str> = guest
+        .manifest()
+        .jobs
+        .iter()
+        .map(|job| job.as_str())
+        .collect();
+    (
+        &guest.manifest().name,
+        &guest.manifest().version,
+        serves.join(", "),
+    )
 }

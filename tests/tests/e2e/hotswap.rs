@@ -2,39 +2,13 @@
 //! is replaced by v2 with zero failed jobs, each job's output from exactly one
 //! version; a broken module is refused and v1 keeps serving.
 
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use corral_camera_sim::SimConfig;
 use corral_envelope::keys::WrapAlgorithm;
 use corral_registry::RegistryConfig;
-use corral_tests::test_guests::HOSTILE;
+use corral_tests::test_guests::{HOSTILE, install_variant};
 use corral_tests::world::World;
-
-/// The hostile guest's bytes with a custom section appended: a valid, different component.
-fn variant(tag: &str) -> Vec<u8> {
-    let name = b"corral-test-variant";
-    let mut section = vec![name.len() as u8];
-    section.extend_from_slice(name);
-    section.extend_from_slice(tag.as_bytes());
-    let mut bytes = HOSTILE.to_vec();
-    bytes.push(0); // custom section id
-    bytes.push(section.len() as u8);
-    bytes.extend_from_slice(&section);
-    bytes
-}
-
-/// Writes `<dir>/versioned.{wasm,toml}` for `tag` the way a careful operator
-/// does: each file written beside, then renamed into place.
-fn install(dir: &Path, wasm: &[u8], tag: &str) {
-    let manifest = format!(
-        "name = \"versioned\"\nversion = \"{tag}.0.0\"\njobs = [\"thumbnail\"]\n[settings]\ntag = \"{tag}\"\n"
-    );
-    std::fs::write(dir.join("versioned.toml.tmp"), manifest).unwrap();
-    std::fs::rename(dir.join("versioned.toml.tmp"), dir.join("versioned.toml")).unwrap();
-    std::fs::write(dir.join("versioned.wasm.tmp"), wasm).unwrap();
-    std::fs::rename(dir.join("versioned.wasm.tmp"), dir.join("versioned.wasm")).unwrap();
-}
 
 fn tagged_job(world: &World) -> corral_registry::NewJob {
     let mut job = world.job("thumbnail", Some("cam-0001"));
@@ -51,7 +25,7 @@ async fn setup() -> (World, std::path::PathBuf) {
     let world = World::start(config, SimConfig::with_devices(1)).await;
     let dir = world.registry.dir.path().join("swap-guests");
     std::fs::create_dir_all(&dir).unwrap();
-    install(&dir, &variant("1"), "1");
+    install_variant(&dir, "versioned", "1");
     (world, dir)
 }
 
@@ -71,7 +45,7 @@ async fn a_guest_swapped_under_load_serves_each_job_from_one_version() {
     loop {
         ids.extend(world.post(vec![tagged_job(&world)]).await);
         if !renamed && started.elapsed() > Duration::from_millis(500) {
-            install(&dir, &variant("2"), "2");
+            install_variant(&dir, "versioned", "2");
             renamed = true;
         }
         if swapped_at.is_none() {
