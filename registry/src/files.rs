@@ -9,7 +9,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use corral_envelope::decrypt::Decryptor;
-use corral_envelope::keys::{WrapAlgorithm, generate};
 use corral_envelope::{EncryptionData, KeyUnwrapper, MAX_BLOCK_LEN};
 use rusqlite::{Transaction, params};
 use sha2::{Digest, Sha256};
@@ -77,8 +76,9 @@ pub fn initialize(
     job_id: &str,
     kind: &str,
     body: &InitializeBody,
-    algorithm: WrapAlgorithm,
-) -> ApiResult<(String, serde_json::Value)> {
+    file_id: &str,
+    (public, private): (String, String),
+) -> ApiResult<serde_json::Value> {
     let job = store::job(tx, job_id)?.ok_or_else(|| not_found(format!("no job {job_id}")))?;
     let Some((_, job_type)) = KINDS.iter().find(|(name, _)| *name == kind) else {
         return Err(not_found(format!("no upload kind `{kind}`")));
@@ -106,15 +106,12 @@ pub fn initialize(
             body.content_type
         )));
     }
-    let file_id = crate::jobs::new_job_id();
-    let (public, private) = generate(&format!("kek-{file_id}"), algorithm).map_err(internal)?;
     tx.execute(
         "INSERT INTO files (file_id, job_id, lock_token, kind, file_name, content_type, device_id, private_jwk, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![file_id, job_id, body.lock_token, kind, body.file_name, body.content_type, body.device_id, private, now_ms()],
     )?;
-    let jwk: serde_json::Value = serde_json::from_str(&public).map_err(internal)?;
-    Ok((file_id, jwk))
+    serde_json::from_str(&public).map_err(internal)
 }
 
 /// Whether the lock a file was initialized under is still held.

@@ -21,6 +21,7 @@ pub mod admin;
 pub mod auth;
 pub mod files;
 pub mod jobs;
+pub mod keys;
 pub mod routes;
 pub mod server;
 pub mod store;
@@ -124,6 +125,7 @@ impl Faults {
 /// A registry over one data folder.
 pub struct Registry {
     store: Store,
+    keys: keys::KeyPool,
     config: RegistryConfig,
     admin_token: String,
     faults: Faults,
@@ -136,6 +138,7 @@ impl Registry {
         let admin_token = admin_token(dir)?;
         Ok(Registry {
             store,
+            keys: keys::KeyPool::new(config.key_algorithm),
             config,
             admin_token,
             faults: Faults::default(),

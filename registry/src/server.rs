@@ -418,9 +418,11 @@ async fn agent_or_admin(
         Endpoint::Initialize => {
             let body: wire::InitializeBody = json_body(request).await?;
             let (job_id, kind) = (param(0), param(1));
-            let algorithm = config.key_algorithm;
-            let (file_id, jwk) = store
-                .transaction(move |tx| files::initialize(tx, &job_id, &kind, &body, algorithm))
+            let file_id = jobs::new_job_id();
+            let keys = registry.keys.take(&format!("kek-{file_id}"))?;
+            let id = file_id.clone();
+            let jwk = store
+                .transaction(move |tx| files::initialize(tx, &job_id, &kind, &body, &id, keys))
                 .await?;
             Ok(json_answer(
                 StatusCode::OK,
