@@ -72,27 +72,40 @@ pub async fn run(ctx: Arc<AgentCtx>, job: Job, lock: LockGranted) -> Ended {
         progress_rx,
     ));
     let mut stop = ctx.stop.clone();
-    let work = work(&ctx, &job, &token, progress_tx);
-    tokio::pin!(work);
+    let mut work = Box::pin(work(&ctx, &job, &token, progress_tx));
     let keeper_abort = keeper.abort_handle();
-    let keeper_done = async {
+    let mut keeper_done = Box::pin(async {
         keeper
             .await
             .unwrap_or_else(|join| RegistryError::LockLost(join.to_string()))
+    });
+    let interrupted = tokio::select! {
+        report = &mut work => Ok(report),
+        lost = &mut keeper_done => Err(Some(lost)),
+        () = stop.wait_for_release() => Err(None),
     };
-    tokio::pin!(keeper_done);
-    let outcome = tokio::select! {
-        report = &mut work => report,
-        lost = &mut keeper_done => {
-            // Dropping `work` drops the guest's store and every upload: nothing commits.
-            tracing::warn!(job = job.job_id, "lock lost, guest stopped, job not completed: {lost}");
+    let outcome = match interrupted {
+        Ok(report) => report,
+        Err(lost) => {
+            // Dropping the work drops the guest's store and every upload of
+            // the job: nothing more runs, nothing commits.
+            drop(work);
             forwarder.abort();
-            Metrics::bump(&ctx.metrics.lock_lost);
-            return Ended::LockLost;
-        }
-        () = stop.wait_for_release() => {
-            forwarder.abort();
-            return release(&ctx, &job, &token, "the agent is shutting down").await;
+            return match lost {
+                Some(lost) => {
+                    tracing::warn!(
+                        job = job.job_id,
+                        "lock lost, guest stopped, job not completed: {lost}"
+                    );
+                    Metrics::bump(&ctx.metrics.lock_lost);
+                    Ended::LockLost
+                }
+                None => {
+                    let ended = release(&ctx, &job, &token, "the agent is shutting down").await;
+                    keeper_abort.abort();
+                    ended
+                }
+            };
         }
     };
     // The guest's progress channel is closed: the forwarder sends the last value.
