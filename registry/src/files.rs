@@ -392,12 +392,11 @@ pub fn prune_blocks(store: &Store, file_id: &str, block_ids: &[String]) {
     }
 }
 
-/// Deletes the blocks of abandoned files (released, cancelled, expired,
-/// discarded at complete). Safe to run at any time.
+/// Deletes the blocks of abandoned files (of locks released, cancelled or
+/// expired, or discarded at complete). Safe to run at any time.
 pub fn sweep_abandoned(store: &Store) -> ApiResult<()> {
     let abandoned: Vec<String> = store.transaction_blocking(|tx| {
-        let mut statement =
-            tx.prepare("SELECT file_id FROM files WHERE abandoned = 1 AND committed = 0")?;
+        let mut statement = tx.prepare("SELECT file_id FROM files WHERE abandoned = 1")?;
         let ids = statement.query_map([], |row| row.get::<_, String>(0))?;
         Ok(ids.collect::<Result<Vec<_>, _>>()?)
     })?;
@@ -439,19 +438,20 @@ pub fn check_all_committed(tx: &Transaction<'_>, job_id: &str, token: &str) -> A
     Ok(())
 }
 
-/// Abandons every uncommitted file of the lock `token` (release, cancel).
+/// Abandons every file of the lock `token` (release, cancel): a lock that ends
+/// without completing the job leaves nothing behind, committed or not.
 pub fn abandon_lock(tx: &Transaction<'_>, job_id: &str, token: &str) -> ApiResult<()> {
     tx.execute(
-        "UPDATE files SET abandoned = 1 WHERE job_id = ?1 AND lock_token = ?2 AND committed = 0",
+        "UPDATE files SET abandoned = 1 WHERE job_id = ?1 AND lock_token = ?2 AND abandoned = 0",
         params![job_id, token],
     )?;
     Ok(())
 }
 
-/// Abandons uncommitted files of earlier locks (they expired).
+/// Abandons the files of earlier locks (they expired without completing).
 pub fn abandon_stale(tx: &Transaction<'_>, job_id: &str, current: &str) -> ApiResult<()> {
     tx.execute(
-        "UPDATE files SET abandoned = 1 WHERE job_id = ?1 AND lock_token != ?2 AND committed = 0",
+        "UPDATE files SET abandoned = 1 WHERE job_id = ?1 AND lock_token != ?2 AND abandoned = 0",
         params![job_id, current],
     )?;
     Ok(())
@@ -460,8 +460,10 @@ pub fn abandon_stale(tx: &Transaction<'_>, job_id: &str, current: &str) -> ApiRe
 /// The stored metadata and key of a committed file, for decryption.
 pub fn committed(tx: &Transaction<'_>, file_id: &str) -> ApiResult<FileRow> {
     let file = store::file(tx, file_id)?.ok_or_else(|| not_found(format!("no file {file_id}")))?;
-    if !file.committed {
-        return Err(not_found(format!("file {file_id} is not committed")));
+    if !file.committed || file.abandoned {
+        return Err(not_found(format!(
+            "file {file_id} is not a committed file of its job"
+        )));
     }
     Ok(file)
 }

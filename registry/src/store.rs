@@ -379,10 +379,11 @@ pub fn file(tx: &Transaction<'_>, file_id: &str) -> Result<Option<FileRow>, ApiE
         .optional()?)
 }
 
-/// Reads the files of a job, oldest first.
+/// Reads the live files of a job (not those of a lock that ended without
+/// completing the job), oldest first.
 pub fn files_of(tx: &Transaction<'_>, job_id: &str) -> Result<Vec<FileRow>, ApiError> {
     let sql = format!(
-        "SELECT {} FROM files WHERE job_id = ?1 ORDER BY created_ms, file_id",
+        "SELECT {} FROM files WHERE job_id = ?1 AND abandoned = 0 ORDER BY created_ms, file_id",
         FileRow::COLUMNS
     );
     let mut statement = tx.prepare(&sql)?;
@@ -393,7 +394,7 @@ pub fn files_of(tx: &Transaction<'_>, job_id: &str) -> Result<Vec<FileRow>, ApiE
 /// Reads committed files of a kind, newest first.
 pub fn committed_files(tx: &Transaction<'_>, kind: &str) -> Result<Vec<FileRow>, ApiError> {
     let sql = format!(
-        "SELECT {} FROM files WHERE kind = ?1 AND committed = 1 ORDER BY created_ms DESC",
+        "SELECT {} FROM files WHERE kind = ?1 AND committed = 1 AND abandoned = 0 ORDER BY created_ms DESC",
         FileRow::COLUMNS
     );
     let mut statement = tx.prepare(&sql)?;

@@ -197,7 +197,7 @@ async fn the_client_passes_every_call_and_error_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lock_makes_the_job_available_and_its_files_dead() {
     let registry = TestRegistry::start(RegistryConfig {
-        max_lock_seconds: 1,
+        max_lock_seconds: 2,
         ..RegistryConfig::default()
     })
     .await;
@@ -233,7 +233,7 @@ async fn an_expired_lock_makes_the_job_available_and_its_files_dead() {
         })
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
     let seen = registry.job(&job.job_id).await;
     assert_eq!(
         (seen.state.as_str(), seen.task_progress),
@@ -753,4 +753,62 @@ async fn an_uploaded_file_decrypts_via_the_admin_api_and_with_the_azure_sdk() {
         azure == bytes,
         "azure-storage-blob decrypts the stored file"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_lock_leaves_no_file_behind_even_a_committed_one() {
+    let registry = TestRegistry::start(RegistryConfig::default()).await;
+    let client = registry.client("agent-1").await;
+    let job = registry
+        .post(vec![new_job("discovery", "agent-1", None)])
+        .await
+        .remove(0);
+    let lock = client.lock(&job.job_id, LEASE).await.unwrap();
+    let json = br#"{"devices":[{"deviceId":"cam-1","name":"Lobby"}]}"#;
+    let file_id = upload(
+        &client,
+        &job.job_id,
+        &lock.lock_token,
+        FileKind::Discovery,
+        "discovery.json",
+        "application/json",
+        json,
+    )
+    .await
+    .unwrap();
+    assert_eq!(registry.job(&job.job_id).await.files.unwrap().len(), 1);
+    client.release(&job.job_id, &lock.lock_token).await.unwrap();
+    let released = registry.job(&job.job_id).await;
+    assert!(
+        released.files.unwrap().is_empty(),
+        "the released lock's files are gone"
+    );
+    let store = registry.running.registry().store().clone();
+    let missing = store
+        .transaction(move |tx| corral_registry::files::committed(tx, &file_id))
+        .await;
+    assert!(missing.is_err());
+    // The next attempt starts clean and completes with its own file.
+    let lock = client.lock(&job.job_id, LEASE).await.unwrap();
+    upload(
+        &client,
+        &job.job_id,
+        &lock.lock_token,
+        FileKind::Discovery,
+        "discovery.json",
+        "application/json",
+        json,
+    )
+    .await
+    .unwrap();
+    client
+        .complete(
+            &job.job_id,
+            &lock.lock_token,
+            CompletionState::Completed,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(registry.job(&job.job_id).await.files.unwrap().len(), 1);
 }
