@@ -44,6 +44,8 @@ pub struct RunningAgent {
     pub task: tokio::task::JoinHandle<()>,
     /// Its guests (the folder named in its config).
     pub catalog: Catalog,
+    /// Wakes its guests-folder watcher (what `POST /reload` does).
+    pub reload: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl World {
@@ -119,6 +121,7 @@ impl World {
         RunningAgent {
             stop: agent.stopper(),
             metrics: agent.metrics(),
+            reload: agent.reloader(),
             task: tokio::spawn(agent.run()),
             catalog,
         }

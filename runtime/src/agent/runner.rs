@@ -130,9 +130,11 @@ async fn work(
 ) -> Work {
     let guests = ctx.catalog.route(job);
     if guests.is_empty() {
+        // The guest may have been unloaded since the poll: another agent (or
+        // this one, later) may still do the job, so it is released, not cancelled.
         return Work {
-            outcome: JobOutcome::Unsupported(format!(
-                "no guest of this agent serves {} jobs",
+            outcome: JobOutcome::Unavailable(format!(
+                "no guest of this agent serves {} jobs now",
                 job.job_type
             )),
             bytes: 0,

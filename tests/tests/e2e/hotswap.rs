@@ -174,3 +174,59 @@ fn compiled_guests_are_cached_and_a_bad_entry_is_ignored() {
         .unwrap();
     assert_eq!(third, CacheUse::Miss);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_guest_is_unloaded_and_reload_rescans_at_once() {
+    let (world, dir) = setup().await;
+    let mut config = world.config();
+    config.guests_dir = dir.clone();
+    let agent = world.agent(config);
+    let view = corral::agent::status::StatusView {
+        metrics: agent.metrics.clone(),
+        catalog: agent.catalog.clone(),
+        reload: agent.reload.clone(),
+    };
+    let status = corral::agent::status::start("127.0.0.1:0".parse().unwrap(), view)
+        .await
+        .unwrap();
+    let (code, body) = corral_tests::registry::raw(
+        &format!("http://{status}"),
+        "GET",
+        "/guests",
+        None,
+        "text/plain",
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).contains("\"version\":\"1.0.0\""));
+
+    std::fs::remove_file(dir.join("versioned.wasm")).unwrap();
+    let (code, _) = corral_tests::registry::raw(
+        &format!("http://{status}"),
+        "POST",
+        "/reload",
+        None,
+        "text/plain",
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent.catalog.guests().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the removed guest was never unloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // With no guest serving thumbnails, the agent leaves such jobs to others.
+    let ids = world.post(vec![tagged_job(&world)]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(world.registry.job(&ids[0]).await.state, "Available");
+    // Back in the folder, it serves again.
+    install_variant(&dir, "versioned", "3");
+    let done = world.wait_final(&ids, Duration::from_secs(20)).await;
+    assert_eq!(done[0].state, "Completed");
+    agent.stop().await;
+}
