@@ -67,9 +67,14 @@ impl Default for RegistryConfig {
 
 /// Fault injection for tests of clients: a share of requests refused with 503
 /// or 429 before any work, and a share of answers dropped after the work.
+/// Deterministic: the faulty requests are spread evenly over the sequence of
+/// requests (at 30%, the 3rd, 6th, 9th, 13th, ...), and their kind cycles, so
+/// a test sees every kind of fault every time.
 #[derive(Debug, Default)]
 pub struct Faults {
     per_mille: AtomicU64,
+    requests: AtomicU64,
+    faults: AtomicU64,
     /// Answers dropped so far.
     pub dropped: AtomicU64,
     /// Requests refused so far.
@@ -96,10 +101,14 @@ impl Faults {
     /// Decides the fate of one request.
     pub fn roll(&self) -> Roll {
         let rate = self.per_mille.load(Ordering::Relaxed);
-        if rate == 0 || rand::random_range(0..1000) >= rate {
+        if rate == 0 {
             return Roll::default();
         }
-        match rand::random_range(0..3) {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        if (n + 1) * rate / 1000 == n * rate / 1000 {
+            return Roll::default();
+        }
+        match self.faults.fetch_add(1, Ordering::Relaxed) % 3 {
             0 => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 Roll {

@@ -3,7 +3,8 @@
 //! pipeline before the on-premise registry exists. It hands out real keys,
 //! checks every commit with the envelope's decryptor, and keeps the ciphertext
 //! and metadata so an outside reader can decrypt them. Faults: a share of block
-//! uploads answered 503 (with `Retry-After: 0`) or cut, and a lost lock (409).
+//! uploads (spread evenly, so every run sees them) answered 503 (with
+//! `Retry-After: 0`) or cut, and a lost lock (409).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -69,6 +70,7 @@ struct State {
     algorithm: WrapAlgorithm,
     keep: Keep,
     fault_per_mille: AtomicU64,
+    puts: AtomicU64,
     lock_lost: AtomicBool,
     next_id: AtomicU64,
     open: Mutex<HashMap<String, OpenFile>>,
@@ -94,6 +96,7 @@ impl BlockStore {
             algorithm,
             keep,
             fault_per_mille: AtomicU64::new(0),
+            puts: AtomicU64::new(0),
             lock_lost: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             open: Mutex::default(),
@@ -294,10 +297,13 @@ async fn handle(state: &State, request: Request<Incoming>) -> Answer {
             if state.lock_lost.load(Ordering::Relaxed) {
                 return error(StatusCode::CONFLICT, "LOCK_LOST", "the lock is gone");
             }
+            // Faults spread evenly over the uploads (at 30%: the 3rd, 6th, 9th,
+            // 13th, ...), alternating a 503 and a cut connection.
             let rate = state.fault_per_mille.load(Ordering::Relaxed);
-            if rate > 0 && rand::random_range(0..1000) < rate {
-                state.stats.faults.fetch_add(1, Ordering::Relaxed);
-                if rand::random_bool(0.5) {
+            let n = state.puts.fetch_add(1, Ordering::Relaxed);
+            if rate > 0 && (n + 1) * rate / 1000 != n * rate / 1000 {
+                let fault = state.stats.faults.fetch_add(1, Ordering::Relaxed);
+                if fault.is_multiple_of(2) {
                     let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "BUSY", "try again")?;
                     response
                         .headers_mut()
