@@ -73,6 +73,8 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS files_by_job ON files (job_id);
+-- The sweep after each job call reads only the files waiting to be swept.
+CREATE INDEX IF NOT EXISTS files_to_sweep ON files (file_id) WHERE abandoned = 1;
 CREATE TABLE IF NOT EXISTS blocks (
     file_id TEXT NOT NULL,
     block_id TEXT NOT NULL,

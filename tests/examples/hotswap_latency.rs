@@ -23,19 +23,7 @@ async fn swap(world: &World, dir: &std::path::Path, tag: &str) -> Duration {
             .insert("attack".into(), "tagged-thumbnail".into());
         let ids = world.post(vec![job]).await;
         let done = world.wait_final(&ids, Duration::from_secs(30)).await;
-        let file = done[0]
-            .files
-            .iter()
-            .flatten()
-            .find(|file| file.committed)
-            .unwrap()
-            .clone();
-        let store = world.registry.running.registry().store().clone();
-        let row = store
-            .transaction(move |tx| corral_registry::files::committed(tx, &file.file_id))
-            .await
-            .unwrap();
-        let bytes = corral_registry::files::decrypt(&store, &row).unwrap();
+        let bytes = world.registry.job_plaintext(&done[0]).await;
         if String::from_utf8_lossy(&bytes).contains(&format!("tag:{tag}")) {
             return renamed.elapsed();
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use corral::guest::{JobEnv, JobOutcome};
 use corral::sandbox::progress;
-use corral::sink::NullSink;
+use corral::sink::{NullSink, OutputSink};
 use corral::upload::{UploadConfig, UploadSink};
 use corral_camera_sim::SimConfig;
 use corral_envelope::keys::WrapAlgorithm;
@@ -25,47 +25,33 @@ async fn main() {
         time::macros::datetime!(2026-11-20 00:00 UTC),
         Duration::from_secs(2147),
     );
-    let started = Instant::now();
-    let env = JobEnv {
-        sink: Arc::new(NullSink),
-        secrets: harness.secrets.clone(),
-        progress: progress::channel().0,
-    };
-    let report = harness.guest.run(&job, env).await;
-    assert_eq!(
-        report.outcome,
-        JobOutcome::Completed,
-        "{:?}",
-        report.log_tail
-    );
-    let elapsed = started.elapsed();
-    let bytes = report.files[0].length;
-    println!(
-        "camera-sim → guest splice → null sink: {:.0} MB/s ({:.2} s, guest CPU {:?})",
-        bytes as f64 / elapsed.as_secs_f64() / 1e6,
-        elapsed.as_secs_f64(),
-        report.guest_time
-    );
-
     let store = BlockStore::start(WrapAlgorithm::A256Kw, Keep::Nothing).await;
-    let sink = UploadSink::new(Arc::new(store.uploads()), UploadConfig::default());
-    let started = Instant::now();
-    let env = JobEnv {
-        sink: Arc::new(sink),
-        secrets: harness.secrets.clone(),
-        progress: progress::channel().0,
-    };
-    let report = harness.guest.run(&job, env).await;
-    assert_eq!(
-        report.outcome,
-        JobOutcome::Completed,
-        "{:?}",
-        report.log_tail
-    );
-    let elapsed = started.elapsed();
-    println!(
-        "camera-sim → guest splice → upload pipeline → discard: {:.0} MB/s ({:.2} s)",
-        bytes as f64 / elapsed.as_secs_f64() / 1e6,
-        elapsed.as_secs_f64()
-    );
+    let upload = UploadSink::new(Arc::new(store.uploads()), UploadConfig::default());
+    let sinks: [(&str, Arc<dyn OutputSink>); 2] = [
+        ("null sink", Arc::new(NullSink)),
+        ("upload pipeline → discard", Arc::new(upload)),
+    ];
+    for (name, sink) in sinks {
+        let started = Instant::now();
+        let env = JobEnv {
+            sink,
+            secrets: harness.secrets.clone(),
+            progress: progress::channel().0,
+        };
+        let report = harness.guest.run(&job, env).await;
+        assert_eq!(
+            report.outcome,
+            JobOutcome::Completed,
+            "{:?}",
+            report.log_tail
+        );
+        let elapsed = started.elapsed();
+        let bytes = report.files[0].length;
+        println!(
+            "camera-sim → guest splice → {name}: {:.0} MB/s ({:.2} s, guest CPU {:?})",
+            bytes as f64 / elapsed.as_secs_f64() / 1e6,
+            elapsed.as_secs_f64(),
+            report.guest_time
+        );
+    }
 }

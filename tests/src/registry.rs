@@ -82,6 +82,35 @@ impl TestRegistry {
         json["access_token"].as_str().unwrap().to_string()
     }
 
+    /// A committed file, decrypted from what the registry stored.
+    pub async fn plaintext(&self, file_id: &str) -> Vec<u8> {
+        let store = self.running.registry().store().clone();
+        let id = file_id.to_string();
+        let row = store
+            .transaction(move |tx| corral_registry::files::committed(tx, &id))
+            .await
+            .expect("a committed file");
+        corral_registry::files::decrypt(&store, &row).expect("it decrypts")
+    }
+
+    /// The one committed file of `job`, decrypted.
+    pub async fn job_plaintext(&self, job: &JobJson) -> Vec<u8> {
+        let committed: Vec<_> = job
+            .files
+            .iter()
+            .flatten()
+            .filter(|file| file.committed)
+            .collect();
+        assert_eq!(
+            committed.len(),
+            1,
+            "one committed file for {}: {:?}",
+            job.job_id,
+            job.files
+        );
+        self.plaintext(&committed[0].file_id).await
+    }
+
     /// Posts jobs as the admin would.
     pub async fn post(&self, jobs: Vec<NewJob>) -> Vec<JobJson> {
         self.running

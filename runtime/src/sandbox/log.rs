@@ -23,7 +23,6 @@ pub struct GuestLog {
     job_id: String,
     budget: u32,
     limit: u32,
-    dropped: u64,
     tail: VecDeque<String>,
 }
 
@@ -35,7 +34,6 @@ impl GuestLog {
             job_id: job_id.to_string(),
             budget,
             limit: budget,
-            dropped: 0,
             tail: VecDeque::with_capacity(TAIL),
         }
     }
@@ -43,7 +41,6 @@ impl GuestLog {
     /// Records one line from the guest; `Err` once the budget is spent.
     pub fn write(&mut self, level: Level, message: &str) -> Result<(), LimitExceeded> {
         if self.budget == 0 {
-            self.dropped += 1;
             return Err(LimitExceeded::Log(self.limit));
         }
         self.budget -= 1;
@@ -61,11 +58,6 @@ impl GuestLog {
         }
         self.tail.push_back(line.to_string());
         Ok(())
-    }
-
-    /// Lines dropped because the budget ran out.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
     }
 
     /// The last lines logged, oldest first.

@@ -4,32 +4,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use corral_camera_sim::{FaultSettings, SimConfig, recording};
-use corral_registry::{JobJson, RegistryConfig};
+use corral_registry::RegistryConfig;
 use corral_tests::world::World;
-
-/// The plaintext of a job's one committed file.
-async fn committed_file(world: &World, job: &JobJson) -> Vec<u8> {
-    let files: Vec<_> = job
-        .files
-        .iter()
-        .flatten()
-        .filter(|file| file.committed)
-        .collect();
-    assert_eq!(
-        files.len(),
-        1,
-        "one committed file for {}: {:?}",
-        job.job_id,
-        job.files
-    );
-    let store = world.registry.running.registry().store().clone();
-    let id = files[0].file_id.clone();
-    let row = store
-        .transaction(move |tx| corral_registry::files::committed(tx, &id))
-        .await
-        .unwrap();
-    corral_registry::files::decrypt(&store, &row).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_agents_do_each_job_exactly_once() {
@@ -43,7 +19,7 @@ async fn several_agents_do_each_job_exactly_once() {
     let done = world.wait_final(&ids, Duration::from_secs(60)).await;
     for job in &done {
         assert_eq!(job.state, "Completed", "{job:?}");
-        let bytes = committed_file(&world, job).await;
+        let bytes = world.registry.job_plaintext(job).await;
         if job.job_type == "thumbnail" {
             assert!(bytes.starts_with(&[0xff, 0xd8, 0xff]));
         }
@@ -149,7 +125,7 @@ async fn a_lock_capped_at_3s_is_renewed_through_10s_of_work() {
     );
     let expected =
         recording::recording("cam-0001", 2_000_000, 1_795_168_800_000, 1_795_168_810_000);
-    assert!(committed_file(&world, &done[0]).await == expected);
+    assert!(world.registry.job_plaintext(&done[0]).await == expected);
     agent.stop().await;
 }
 

@@ -69,23 +69,10 @@ async fn a_guest_swapped_under_load_serves_each_job_from_one_version() {
     }
     let swapped_at = swapped_at.unwrap();
     let done = world.wait_final(&ids, Duration::from_secs(60)).await;
-    let store = world.registry.running.registry().store().clone();
     let (mut v1, mut v2) = (0, 0);
     for job in &done {
         assert_eq!(job.state, "Completed", "zero failed jobs: {job:?}");
-        let file = job
-            .files
-            .iter()
-            .flatten()
-            .find(|file| file.committed)
-            .expect("a committed file")
-            .clone();
-        let id = file.file_id.clone();
-        let row = store
-            .transaction(move |tx| corral_registry::files::committed(tx, &id))
-            .await
-            .unwrap();
-        let bytes = corral_registry::files::decrypt(&store, &row).unwrap();
+        let bytes = world.registry.job_plaintext(job).await;
         let text = String::from_utf8_lossy(&bytes);
         let (one, two) = (text.contains("tag:1"), text.contains("tag:2"));
         assert!(

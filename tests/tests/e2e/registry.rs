@@ -144,13 +144,7 @@ async fn the_client_passes_every_call_and_error_code() {
         client.lock(media, LEASE).await,
         Err(RegistryError::Gone(_))
     ));
-    let store = registry.running.registry().store().clone();
-    let id = file_id.clone();
-    let row = store
-        .transaction(move |tx| corral_registry::files::committed(tx, &id))
-        .await
-        .unwrap();
-    assert!(corral_registry::files::decrypt(&store, &row).unwrap() == bytes);
+    assert!(registry.plaintext(&file_id).await == bytes);
 
     // Cancel needs a reason and is idempotent; release makes the job available again.
     let thumb_lock = client.lock(thumb, LEASE).await.unwrap();

@@ -1,7 +1,6 @@
 //! The upload pipeline against a loopback server: interop with the Azure SDK's
 //! reader, retries under faults, a lost lock, and a guest's output uploaded.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,11 +46,7 @@ fn sample(len: usize, seed: u8) -> Vec<u8> {
 }
 
 /// Decrypts a committed file with azure-storage-blob's reader.
-fn azure_decrypt(
-    _dir: &Path,
-    file: &corral_tests::blockstore::CommittedFile,
-    length: usize,
-) -> Vec<u8> {
+fn azure_decrypt(file: &corral_tests::blockstore::CommittedFile, length: usize) -> Vec<u8> {
     let data = serde_json::to_string(&file.encryption_data).unwrap();
     corral_tests::interop::azure_decrypt(&file.ciphertext, &data, &file.private_jwk, length as u64)
 }
@@ -66,7 +61,6 @@ async fn files_at_region_edges_decrypt_with_the_azure_sdk() {
         REGION_LEN + 1,
         9 * (1 << 20) + 123,
     ];
-    let dir = tempfile::tempdir().unwrap();
     for algorithm in [WrapAlgorithm::RsaOaep, WrapAlgorithm::A256Kw] {
         let store = BlockStore::start(algorithm, Keep::Everything).await;
         let sink = sink(&store);
@@ -82,7 +76,7 @@ async fn files_at_region_edges_decrypt_with_the_azure_sdk() {
                 committed.plaintext == plaintext,
                 "our decryptor, {size} bytes, {algorithm:?}"
             );
-            let azure = azure_decrypt(dir.path(), &committed, size);
+            let azure = azure_decrypt(&committed, size);
             assert!(
                 azure == plaintext,
                 "azure-storage-blob, {size} bytes, {algorithm:?}"
