@@ -65,9 +65,10 @@ impl From<HttpError> for JobError {
     }
 }
 
-/// A GET request being built.
+/// A request being built (GET unless [`Request::method`] says otherwise; no body).
 pub struct Request {
     url: String,
+    method: String,
     headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -81,8 +82,16 @@ impl Request {
     pub fn get(url: &str) -> Request {
         Request {
             url: url.to_string(),
+            method: "GET".into(),
             headers: Vec::new(),
         }
+    }
+
+    /// Sets the method (`"HEAD"`, `"POST"`, ...). The host allows only the
+    /// methods the manifest's grant lists (`GET` and `HEAD` unless it lists others).
+    pub fn method(mut self, method: &str) -> Request {
+        self.method = method.to_ascii_uppercase();
+        self
     }
 
     /// Adds a request header.
@@ -99,8 +108,20 @@ impl Request {
             .map_err(|error| HttpError::BadUrl(format!("bad header: {error:?}")))?;
         let request = OutgoingRequest::new(headers);
         let invalid = |what: &str| HttpError::BadUrl(format!("{what} of {}", self.url));
+        let method = match self.method.as_str() {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            "OPTIONS" => Method::Options,
+            "TRACE" => Method::Trace,
+            "CONNECT" => Method::Connect,
+            other => Method::Other(other.to_string()),
+        };
         request
-            .set_method(&Method::Get)
+            .set_method(&method)
             .map_err(|()| invalid("method"))?;
         request
             .set_scheme(Some(&url.scheme))

@@ -68,16 +68,18 @@ fn benches(c: &mut Criterion) {
             "127.0.0.1:0".parse().unwrap(),
         ))
         .expect("camera-sim");
-    let runtime = Runtime::new(RuntimeConfig::default()).expect("engine");
+    let secrets = Arc::new(bundled::camera_sim_secrets(
+        &sim.base_url(),
+        "operator",
+        "sim-secret",
+    ));
+    let runtime = Runtime::new(RuntimeConfig::default())
+        .expect("engine")
+        .with_secrets(secrets.clone());
     let manifest = bundled::http_vms_manifest(&sim.base_url()).expect("manifest");
     let guest = runtime
         .load_bytes(bundled::HTTP_VMS, manifest)
         .expect("guest");
-    let mut secrets = Secrets::default();
-    secrets
-        .insert(CAMERA_SIM_SECRET, "operator:sim-secret")
-        .expect("secret");
-    let secrets = Arc::new(secrets);
 
     percentiles(&guest, &secrets, &tokio);
     c.bench_function("instantiate", |b| {

@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use crate::manifest::{HttpGrant, Manifest, ManifestError};
+use crate::origin::OriginPattern;
+use crate::secrets::Secrets;
 
 /// The reference integration for camera-sim (`guests/http-vms`).
 pub const HTTP_VMS: &[u8] = include_bytes!(env!("CORRAL_GUEST_HTTP_VMS"));
@@ -13,6 +15,19 @@ pub const HTTP_VMS_MANIFEST: &str = include_str!(env!("CORRAL_GUEST_HTTP_VMS_MAN
 
 /// The name of the agent secret holding camera-sim's credentials.
 pub const CAMERA_SIM_SECRET: &str = "camera-sim";
+
+/// camera-sim's credentials as an operator gives them: secret `camera-sim`
+/// with `user:password`, bound to camera-sim at `base_url` alone.
+pub fn camera_sim_secrets(base_url: &str, user: &str, password: &str) -> Secrets {
+    let mut secrets = Secrets::default();
+    secrets
+        .insert(CAMERA_SIM_SECRET, &format!("{user}:{password}"))
+        .expect("user:password is a valid secret");
+    if let Ok(origin) = OriginPattern::parse(base_url) {
+        secrets.bind(CAMERA_SIM_SECRET, &[origin]);
+    }
+    secrets
+}
 
 /// http-vms's manifest, re-pointed at camera-sim on `base_url`
 /// (`http://127.0.0.1:PORT`): its `base-url` setting and its one grant.

@@ -18,7 +18,9 @@ use sha2::{Digest, Sha256};
 use crate::cache::ArtifactCache;
 use crate::guest::{Guest, GuestError};
 use crate::manifest::{MAX_MEMORY_BYTES, Manifest};
+use crate::sandbox::resolver::{self, Resolver};
 use crate::sandbox::{self, JobState};
+use crate::secrets::Secrets;
 use crate::sink::hex;
 
 /// How often the epoch advances: the granularity of CPU limits and of
@@ -43,13 +45,17 @@ impl Default for RuntimeConfig {
 #[error("cannot set up the WebAssembly engine: {0}")]
 pub struct EngineError(String);
 
-/// The engine, its linker, its ticker, and optionally a cache of compiled
-/// guests. Cheap to clone.
+/// The engine, its linker, its ticker, optionally a cache of compiled guests,
+/// and what the operator gives every guest it loads: the secrets with their
+/// bindings (checked against each manifest's grants at load) and the resolver
+/// of granted names. Cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<JobState>>,
     cache: Option<ArtifactCache>,
+    secrets: Arc<Secrets>,
+    resolver: Resolver,
 }
 
 impl Runtime {
@@ -78,7 +84,28 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             cache: None,
+            secrets: Arc::default(),
+            resolver: resolver::system(),
         })
+    }
+
+    /// Loads guests against `secrets` from now on: a grant asking for a secret
+    /// the operator did not bind to its origin, or that has no value, is refused.
+    pub fn with_secrets(mut self, secrets: Arc<Secrets>) -> Runtime {
+        self.secrets = secrets;
+        self
+    }
+
+    /// Resolves guests' granted names with `resolver` (tests point names at
+    /// chosen addresses this way).
+    pub fn with_resolver(mut self, resolver: Resolver) -> Runtime {
+        self.resolver = resolver;
+        self
+    }
+
+    /// The secrets guests are loaded against.
+    pub fn secrets(&self) -> &Arc<Secrets> {
+        &self.secrets
     }
 
     /// Caches compiled guests in `dir` from now on.
@@ -123,7 +150,10 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|error| GuestError::Imports(format!("{error:#}")))?;
-        Guest::new(pre, manifest, sha256)
+        for grant in &manifest.http {
+            self.secrets.check_grant(grant)?;
+        }
+        Guest::new(pre, manifest, sha256, self.resolver.clone())
     }
 }
 

@@ -20,9 +20,11 @@ use crate::manifest::{Manifest, ManifestError};
 use crate::protocol::{DiscoveredDevice, DiscoveryResult, Job, JobType};
 use crate::sandbox::bindings::corral::integration::types as wit;
 use crate::sandbox::bindings::{Integration, IntegrationPre};
+use crate::sandbox::guest_text;
 use crate::sandbox::http::OutboundPolicy;
 use crate::sandbox::limits::LimitExceeded;
 use crate::sandbox::progress::Progress;
+use crate::sandbox::resolver::Resolver;
 use crate::sandbox::{JobSetup, JobState};
 use crate::secrets::Secrets;
 use crate::sink::{OutputSink, OutputSpec, SinkError, StoredFile, store_whole};
@@ -58,6 +60,9 @@ pub enum GuestError {
     /// It does not export the `corral:integration` world's functions.
     #[error("the component is not of the corral:integration world: {0}")]
     WrongWorld(String),
+    /// A grant asks for a secret the operator did not give it.
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretRefusal),
 }
 
 /// How a job ended, as the agent acts on it.
@@ -145,19 +150,22 @@ impl Guest {
         pre: InstancePre<JobState>,
         manifest: Manifest,
         sha256: String,
+        resolver: Resolver,
     ) -> Result<Guest, GuestError> {
         let pre = IntegrationPre::new(pre)
             .map_err(|error| GuestError::WrongWorld(format!("{error:#}")))?;
         Ok(Guest {
             inner: Arc::new(GuestInner {
-                policy: Arc::new(OutboundPolicy::new(manifest.http.clone()).map_err(
-                    |message| {
-                        GuestError::Manifest(ManifestError::Invalid {
-                            path: format!("{}.toml", manifest.name).into(),
-                            message,
-                        })
-                    },
-                )?),
+                policy: Arc::new(
+                    OutboundPolicy::with_resolver(manifest.http.clone(), resolver).map_err(
+                        |message| {
+                            GuestError::Manifest(ManifestError::Invalid {
+                                path: format!("{}.toml", manifest.name).into(),
+                                message,
+                            })
+                        },
+                    )?,
+                ),
                 settings: Arc::new(manifest.settings.clone()),
                 sha256,
                 loaded_at: SystemTime::now(),
@@ -264,6 +272,11 @@ impl Guest {
             Ok(Ok(Err(job_error))) => from_job_error(state, job_error),
             Ok(Ok(Ok(outcome))) => check_success(state, job.job_type, outcome),
         };
+        // A reflected credential fails the job whatever the guest made of it.
+        let outcome = match state.reflection() {
+            Some(reflected) => JobOutcome::Failed(reflected.to_string()),
+            None => outcome,
+        };
         let report = JobReport {
             outcome,
             files: state.outputs.take_stored(),
@@ -348,15 +361,17 @@ fn from_job_error(state: &JobState, error: wit::JobError) -> JobOutcome {
         }
         message
     };
+    let from_guest = |message: String| with_context(guest_text::message(&message));
     match error {
-        wit::JobError::Unavailable(message) => JobOutcome::Unavailable(with_context(message)),
-        wit::JobError::Unsupported(message) => JobOutcome::Unsupported(with_context(message)),
-        wit::JobError::Failed(message) => JobOutcome::Failed(with_context(message)),
+        wit::JobError::Unavailable(message) => JobOutcome::Unavailable(from_guest(message)),
+        wit::JobError::Unsupported(message) => JobOutcome::Unsupported(from_guest(message)),
+        wit::JobError::Failed(message) => JobOutcome::Failed(from_guest(message)),
     }
 }
 
-/// One line naming why guest code stopped: a limit, or the trap and the last
-/// thing the guest printed (a Rust panic prints its message to stderr).
+/// One line naming why guest code stopped: a limit, or the whole cause chain
+/// of the trap, where in the guest it happened, and the last thing the guest
+/// printed (a Rust panic prints its message to stderr).
 fn trap_message(state: &JobState, error: &wasmtime::Error) -> String {
     if let Some(limit) = state.memory.hit() {
         return limit.to_string();
@@ -367,13 +382,44 @@ fn trap_message(state: &JobState, error: &wasmtime::Error) -> String {
     if let Some(limit) = state.outputs.limit_exceeded() {
         return limit;
     }
-    let trap = error
-        .downcast_ref::<wasmtime::Trap>()
-        .map_or_else(|| first_line(&format!("{error:#}")), ToString::to_string);
-    match last_words(&state.stderr()) {
-        Some(words) => format!("guest trapped: {trap} (guest stderr: {words})"),
-        None => format!("guest trapped: {trap}"),
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return format!(
+            "the guest called exit({}) instead of returning a result",
+            exit.0
+        );
     }
+    let mut message = format!("guest trapped: {}", cause_chain(error));
+    if let Some(frame) = error
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .and_then(|trace| trace.frames().iter().find_map(|frame| frame.func_name()))
+    {
+        message.push_str(&format!(" (in {})", guest_text::visible(frame)));
+    }
+    if let Some(words) = last_words(&state.stderr()) {
+        message.push_str(&format!(" (guest stderr: {words})"));
+    }
+    guest_text::message(&message)
+}
+
+/// Every cause of `error`, outermost first, one line each, joined by `: `;
+/// the wasm backtrace (a context, not a cause) is left out.
+fn cause_chain(error: &wasmtime::Error) -> String {
+    let mut causes: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let line = text.lines().next().unwrap_or_default().trim();
+        if line.is_empty()
+            || line.starts_with("error while executing at wasm backtrace")
+            || causes.iter().any(|known| known == line)
+        {
+            continue;
+        }
+        causes.push(line.to_string());
+    }
+    if causes.is_empty() {
+        return "an error without a description".into();
+    }
+    causes.join(": ")
 }
 
 /// What a guest said before it trapped: a Rust panic's message (the line after
@@ -396,10 +442,6 @@ fn last_words(stderr: &str) -> Option<String> {
         .rev()
         .find(|line| !line.starts_with("note:"))
         .map(|line| line.to_string())
-}
-
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().to_string()
 }
 
 fn quoted_list(names: &[String]) -> String {

@@ -14,6 +14,7 @@ pub mod client;
 pub mod engine;
 pub mod guest;
 pub mod manifest;
+pub mod origin;
 pub mod protocol;
 pub mod sandbox;
 pub mod secrets;

@@ -12,7 +12,8 @@
 //!
 //! [[http]]                        # one outbound grant: scheme, host, port
 //! origin = "http://127.0.0.1:8081"
-//! credentials = "camera-sim"      # a secret of the agent, added by the host as HTTP Basic
+//! credentials = "camera-sim"      # asks for an agent secret (the operator binds it to origins)
+//! methods = ["GET", "HEAD"]       # the default; CONNECT is never granted
 //!
 //! [[http]]                        # a wildcard, only where written: any subdomain
 //! origin = "https://*.cams.example.com"
@@ -39,6 +40,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::origin::OriginPattern;
 use crate::protocol::JobType;
 
 /// Why a manifest was refused.
@@ -91,36 +93,63 @@ pub struct Manifest {
     pub limits: Limits,
 }
 
-/// One outbound HTTP grant: an exact scheme, host and port.
+/// One outbound HTTP grant: a scheme, a host (exact, or a `*.` wildcard where
+/// written) and a port, with the methods it allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpGrant {
     /// `http` or `https`.
     pub scheme: String,
-    /// Host name or IP literal, lower case, without brackets.
+    /// Host name or IP literal, lower case, without brackets; `*.domain` for
+    /// any subdomain of `domain`.
     pub host: String,
     /// Port (the scheme's default when the origin names none).
     pub port: u16,
-    /// The agent secret the host adds to matching requests, if any.
+    /// The methods allowed, upper case: `GET` and `HEAD` unless the manifest
+    /// lists others. `CONNECT` is never allowed.
+    pub methods: Vec<String>,
+    /// The agent secret the manifest asks the host to add, if any. The host
+    /// adds it only where the operator bound that secret to this origin.
     pub credentials: Option<String>,
     /// For `https`: a PEM file of extra CA certificates to trust (an
     /// on-premise VMS with its own CA), besides the system's roots.
     pub tls_ca: Option<PathBuf>,
 }
 
+/// The methods a grant allows when its manifest lists none.
+pub const DEFAULT_METHODS: [&str; 2] = ["GET", "HEAD"];
+
 impl HttpGrant {
-    /// Parses an origin (`http://host:port`) into a grant, with the name of the
-    /// agent secret to add to its requests, if any.
+    /// Parses an origin (`http://host:port`, or `https://*.domain`) into a
+    /// grant of `GET` and `HEAD`, with the name of the agent secret it asks for.
     pub fn parse(origin: &str, credentials: Option<String>) -> Result<HttpGrant, String> {
-        parse_grant(origin, credentials)
+        let pattern = OriginPattern::parse(origin).map_err(|why| format!("http grant {why}"))?;
+        Ok(HttpGrant {
+            scheme: pattern.scheme,
+            host: pattern.host,
+            port: pattern.port,
+            methods: DEFAULT_METHODS.iter().map(|m| m.to_string()).collect(),
+            credentials,
+            tls_ca: None,
+        })
+    }
+
+    /// The grant as an origin pattern.
+    pub fn pattern(&self) -> OriginPattern {
+        OriginPattern {
+            scheme: self.scheme.clone(),
+            host: self.host.clone(),
+            port: self.port,
+        }
     }
 
     /// The grant as an origin, `scheme://host:port`.
     pub fn origin(&self) -> String {
-        if self.host.contains(':') {
-            format!("{}://[{}]:{}", self.scheme, self.host, self.port)
-        } else {
-            format!("{}://{}:{}", self.scheme, self.host, self.port)
-        }
+        self.pattern().to_string()
+    }
+
+    /// Whether the grant allows `method`.
+    pub fn allows_method(&self, method: &str) -> bool {
+        self.methods.iter().any(|allowed| allowed == method)
     }
 }
 
@@ -191,6 +220,7 @@ struct RawGrant {
     origin: String,
     credentials: Option<String>,
     tls_ca: Option<PathBuf>,
+    methods: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -251,7 +281,17 @@ impl Manifest {
             .http
             .into_iter()
             .map(|grant| {
-                let mut parsed = parse_grant(&grant.origin, grant.credentials).map_err(&invalid)?;
+                let mut parsed =
+                    HttpGrant::parse(&grant.origin, grant.credentials).map_err(&invalid)?;
+                if let Some(methods) = &grant.methods {
+                    parsed.methods = parse_methods(&grant.origin, methods).map_err(&invalid)?;
+                }
+                if parsed.credentials.is_some() && parsed.allows_method("TRACE") {
+                    return Err(invalid(format!(
+                        "http grant `{}`: a grant with credentials cannot allow TRACE (it reflects the request, credentials included)",
+                        grant.origin
+                    )));
+                }
                 if let Some(ca) = grant.tls_ca {
                     let ca = if ca.is_absolute() {
                         ca
@@ -326,47 +366,25 @@ impl Manifest {
     }
 }
 
-fn parse_grant(origin: &str, credentials: Option<String>) -> Result<HttpGrant, String> {
-    let uri: http::Uri = origin
-        .parse()
-        .map_err(|error| format!("http grant `{origin}` is not a URL: {error}"))?;
-    let scheme = uri
-        .scheme_str()
-        .map(str::to_ascii_lowercase)
-        .ok_or_else(|| format!("http grant `{origin}` has no scheme (http:// or https://)"))?;
-    let default_port = match scheme.as_str() {
-        "http" => 80,
-        "https" => 443,
-        other => {
-            return Err(format!(
-                "http grant `{origin}`: scheme `{other}` is not http or https"
-            ));
-        }
-    };
-    let host = uri
-        .host()
-        .filter(|host| !host.is_empty())
-        .ok_or_else(|| format!("http grant `{origin}` has no host"))?;
-    if host.contains('*') {
-        return Err(format!(
-            "http grant `{origin}`: wildcards are not supported"
-        ));
+/// A grant's `methods`: HTTP method tokens, upper-cased; never `CONNECT`.
+fn parse_methods(origin: &str, methods: &[String]) -> Result<Vec<String>, String> {
+    if methods.is_empty() {
+        return Err(format!("http grant `{origin}`: `methods` is empty"));
     }
-    if uri.path() != "/" && !uri.path().is_empty() {
-        return Err(format!(
-            "http grant `{origin}` has a path: grants are origins only"
-        ));
-    }
-    Ok(HttpGrant {
-        scheme,
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase(),
-        port: uri.port_u16().unwrap_or(default_port),
-        credentials,
-        tls_ca: None,
-    })
+    methods
+        .iter()
+        .map(|method| {
+            let upper = method.to_ascii_uppercase();
+            if upper == "CONNECT" {
+                return Err(format!(
+                    "http grant `{origin}`: CONNECT is never granted (a tunnel escapes the grant)"
+                ));
+            }
+            http::Method::from_bytes(upper.as_bytes())
+                .map(|_| upper.clone())
+                .map_err(|_| format!("http grant `{origin}`: `{method}` is not an HTTP method"))
+        })
+        .collect()
 }
 
 fn parse_limits(raw: &RawLimits) -> Result<Limits, String> {
@@ -422,6 +440,9 @@ mod tests {
             credentials = "camera-sim"
             [[http]]
             origin = "https://VMS.example.com"
+            [[http]]
+            origin = "http://*.cams.example.com:8080"
+            methods = ["get", "POST"]
             [limits]
             memory_mib = 64
             cpu_secs = 2.5
@@ -433,6 +454,9 @@ mod tests {
         assert_eq!(manifest.http[0].credentials.as_deref(), Some("camera-sim"));
         assert_eq!(manifest.http[1].host, "vms.example.com");
         assert_eq!(manifest.http[1].port, 443);
+        assert_eq!(manifest.http[1].methods, ["GET", "HEAD"]);
+        assert_eq!(manifest.http[2].host, "*.cams.example.com");
+        assert_eq!(manifest.http[2].methods, ["GET", "POST"]);
         assert_eq!(manifest.limits.memory_bytes, 64 << 20);
         assert_eq!(manifest.limits.cpu, Duration::from_millis(2500));
         assert_eq!(manifest.limits.wall, Limits::default().wall);
@@ -465,6 +489,10 @@ mod tests {
             (
                 "name = \"x\"\nversion = \"1\"\njobs = [\"discovery\"]\n[[http]]\norigin = \"http://*\"",
                 "wildcard",
+            ),
+            (
+                "name = \"x\"\nversion = \"1\"\njobs = [\"discovery\"]\n[[http]]\norigin = \"http://a\"\nmethods = [\"connect\"]",
+                "CONNECT is never granted",
             ),
             (
                 "name = \"x\"\nversion = \"1\"\njobs = [\"discovery\"]\n[[tcp]]\naddress = \"camera:554\"",

@@ -51,8 +51,12 @@ async fn a_killed_agents_job_is_done_by_another_once_its_lock_expires() {
     let config_path = dir.path().join("agent.toml");
     std::fs::write(
         &config_path,
-        "connection_file = \"agent-1.json\"\nagent_id = \"agent-1\"\nguests_dir = \"guests\"\n\
-         max_jobs = 1\npoll_interval_secs = 0.2\nlock_secs = 3\n",
+        format!(
+            "connection_file = \"agent-1.json\"\nagent_id = \"agent-1\"\nguests_dir = \"guests\"\n\
+             max_jobs = 1\npoll_interval_secs = 0.2\nlock_secs = 3\n\
+             [secrets.camera-sim]\norigins = [\"{}\"]\n",
+            sim.base_url()
+        ),
     )
     .unwrap();
 
@@ -115,16 +119,15 @@ async fn a_killed_agents_job_is_done_by_another_once_its_lock_expires() {
     sim.faults().clear();
 
     // Another agent: it gets the job once the dead agent's 3 s lock expires.
-    let runtime = Runtime::new(RuntimeConfig { max_instances: 8 }).unwrap();
+    let secrets = bundled::camera_sim_secrets(&sim.base_url(), "operator", "sim-secret");
+    let runtime = Runtime::new(RuntimeConfig { max_instances: 8 })
+        .unwrap()
+        .with_secrets(std::sync::Arc::new(secrets.clone()));
     let catalog = Catalog::load(&runtime, &guests).unwrap();
     let file = ConnectionFile::load(&connection_path).unwrap();
     let client =
         RegistryClient::from_connection_file(&file, "agent-1", None, None, RetryPolicy::default())
             .unwrap();
-    let mut secrets = Secrets::default();
-    secrets
-        .insert(CAMERA_SIM_SECRET, "operator:sim-secret")
-        .unwrap();
     let mut config = AgentConfig::new("agent-1", connection_path.clone(), guests.clone());
     config.poll_interval = Duration::from_millis(200);
     let agent = Agent::with_parts(client, catalog, config, secrets, RetryPolicy::default());

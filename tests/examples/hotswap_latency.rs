@@ -48,7 +48,8 @@ async fn main() {
     let runtime = corral::engine::Runtime::new(corral::engine::RuntimeConfig { max_instances: 16 })
         .unwrap()
         .with_cache(&agent_config.cache_dir)
-        .unwrap();
+        .unwrap()
+        .with_secrets(world.runtime.secrets().clone());
     let catalog = corral::agent::catalog::Catalog::load(&runtime, &dir).unwrap();
     let agent = corral::agent::Agent::with_parts(
         world.client(),

@@ -122,7 +122,10 @@ async fn main() {
         .replace("wall_secs = 300", "wall_secs = 3600");
     std::fs::write(guests.join("http-vms.toml"), manifest).unwrap();
     let connection = dir.path().join("agent-1.json");
-    let runtime = Runtime::new(RuntimeConfig { max_instances: 8 }).unwrap();
+    let secrets = bundled::camera_sim_secrets(&camera, "operator", "sim-secret");
+    let runtime = Runtime::new(RuntimeConfig { max_instances: 8 })
+        .unwrap()
+        .with_secrets(std::sync::Arc::new(secrets.clone()));
     let catalog = Catalog::load(&runtime, &guests).unwrap();
     let client = RegistryClient::from_connection_file(
         &ConnectionFile::load(&connection).unwrap(),
@@ -133,10 +136,6 @@ async fn main() {
     )
     .unwrap();
     client.check().await.unwrap();
-    let mut secrets = Secrets::default();
-    secrets
-        .insert(CAMERA_SIM_SECRET, "operator:sim-secret")
-        .unwrap();
     let mut config = AgentConfig::new("agent-1", connection.clone(), guests.clone());
     config.poll_interval = Duration::from_millis(100);
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral::bundled::{self, CAMERA_SIM_SECRET};
+use corral::bundled;
 use corral::engine::{Runtime, RuntimeConfig};
 use corral::guest::{Guest, JobEnv, JobReport};
 use corral::manifest::Manifest;
@@ -19,6 +19,7 @@ use corral_camera_sim::{CameraSim, SimConfig};
 use time::OffsetDateTime;
 
 pub mod blockstore;
+pub mod echo;
 pub mod interop;
 pub mod registry;
 pub mod world;
@@ -43,21 +44,23 @@ impl Harness {
         let sim = CameraSim::start(config, loopback())
             .await
             .expect("camera-sim starts");
-        let runtime = Runtime::new(RuntimeConfig { max_instances: 16 }).expect("engine starts");
+        let secrets = Arc::new(bundled::camera_sim_secrets(
+            &sim.base_url(),
+            &sim.config().username,
+            &sim.config().password,
+        ));
+        let runtime = Runtime::new(RuntimeConfig { max_instances: 16 })
+            .expect("engine starts")
+            .with_secrets(secrets.clone());
         let manifest = bundled::http_vms_manifest(&sim.base_url()).expect("bundled manifest");
         let guest = runtime
             .load_bytes(bundled::HTTP_VMS, manifest)
             .expect("http-vms loads");
-        let mut secrets = Secrets::default();
-        let credentials = format!("{}:{}", sim.config().username, sim.config().password);
-        secrets
-            .insert(CAMERA_SIM_SECRET, &credentials)
-            .expect("valid secret");
         Harness {
             sim,
             runtime,
             guest,
-            secrets: Arc::new(secrets),
+            secrets,
             out: tempfile::tempdir().expect("temporary folder"),
         }
     }
@@ -76,10 +79,21 @@ impl Harness {
 
     /// Runs `job` with `guest`, writing into the output folder.
     pub async fn run_with(&self, guest: &Guest, job: &Job) -> JobReport {
+        self.run_with_secrets(guest, job, self.secrets.clone())
+            .await
+    }
+
+    /// Runs `job` with `guest` and `secrets` (the ones `guest` was loaded against).
+    pub async fn run_with_secrets(
+        &self,
+        guest: &Guest,
+        job: &Job,
+        secrets: Arc<Secrets>,
+    ) -> JobReport {
         let (progress, _) = progress::channel();
         let env = JobEnv {
             sink: self.sink(),
-            secrets: self.secrets.clone(),
+            secrets,
             progress,
         };
         let mut report = guest.run(job, env).await;

@@ -3,12 +3,13 @@
 //! file, and agents made from them.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral::agent::catalog::Catalog;
 use corral::agent::config::AgentConfig;
 use corral::agent::{Agent, Stop};
-use corral::bundled::{self, CAMERA_SIM_SECRET};
+use corral::bundled;
 use corral::client::RegistryClient;
 use corral::client::connection::ConnectionFile;
 use corral::engine::{Runtime, RuntimeConfig};
@@ -62,10 +63,17 @@ impl World {
         std::fs::write(guests_dir.join("http-vms.wasm"), bundled::HTTP_VMS).unwrap();
         let manifest = bundled::HTTP_VMS_MANIFEST.replace("http://127.0.0.1:8081", &sim.base_url());
         std::fs::write(guests_dir.join("http-vms.toml"), manifest).unwrap();
+        let runtime = Runtime::new(RuntimeConfig { max_instances: 32 })
+            .expect("engine")
+            .with_secrets(Arc::new(bundled::camera_sim_secrets(
+                &sim.base_url(),
+                &sim.config().username,
+                &sim.config().password,
+            )));
         World {
             sim,
             registry,
-            runtime: Runtime::new(RuntimeConfig { max_instances: 32 }).expect("engine"),
+            runtime,
             guests_dir,
             agent_id,
             connection,
@@ -74,15 +82,7 @@ impl World {
 
     /// The secrets an agent needs for camera-sim.
     pub fn secrets(&self) -> Secrets {
-        let mut secrets = Secrets::default();
-        let config = self.sim.config();
-        secrets
-            .insert(
-                CAMERA_SIM_SECRET,
-                &format!("{}:{}", config.username, config.password),
-            )
-            .unwrap();
-        secrets
+        self.runtime.secrets().as_ref().clone()
     }
 
     /// An agent config for this world, polling every 200 ms.

@@ -3,7 +3,18 @@
 //! Every `<name>.wasm` of the guests folder with its manifest `<name>.toml` is
 //! compiled, pre-instantiated and kept by name. A job goes to the guest that
 //! serves its type; when several do, to the guest whose discovery listed its
-//! device; a discovery job runs every guest that serves discovery.
+//! device (a job for a device none of them has listed yet is released, with
+//! the reason, rather than guessed); a discovery job runs every guest that
+//! serves discovery.
+//!
+//! Devices belong to the guest that reported them first: a later discovery
+//! result of another loaded guest that names the same device id does not take
+//! it. The conflict is refused, logged with both guests' names and shown on
+//! `/guests`, and routing does not change. Device ids stay as the camera
+//! system spells them (no per-guest prefix), because the registry, its users
+//! and its posted jobs name devices by those ids; first-reporter ownership
+//! keeps them unambiguous without renaming them. A guest that is unloaded
+//! gives its devices up.
 //!
 //! The folder is watched ([`Catalog::rescan`], every 250 ms under the agent): a
 //! new or changed guest is loaded once its files have settled (the same size
@@ -13,7 +24,7 @@
 //! with one log line saying why, and the previous version keeps serving. A
 //! removed guest is unloaded (its running jobs finish).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
@@ -21,14 +32,65 @@ use std::time::SystemTime;
 use crate::engine::Runtime;
 use crate::guest::{Guest, GuestError};
 use crate::manifest::Manifest;
-use crate::protocol::{Job, JobType};
+use crate::protocol::{DiscoveredDevice, Job, JobType};
 
 /// The loaded guests, by file stem, and which guest discovered which device.
 #[derive(Clone, Default)]
 pub struct Catalog {
     guests: Arc<RwLock<BTreeMap<String, Guest>>>,
-    device_owners: Arc<RwLock<HashMap<String, String>>>,
+    devices: Arc<RwLock<DeviceOwners>>,
     source: Option<Arc<Source>>,
+}
+
+/// Which guest owns which device, which devices several guests claimed at
+/// once, and the claims refused.
+#[derive(Default)]
+struct DeviceOwners {
+    owners: HashMap<String, String>,
+    contested: HashSet<String>,
+    conflicts: VecDeque<DeviceConflict>,
+}
+
+/// Conflicts kept for `/guests`.
+const CONFLICTS_KEPT: usize = 100;
+
+/// A discovery result that named a device another guest owns, or that
+/// several guests reported at once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceConflict {
+    /// The device id.
+    pub device_id: String,
+    /// The guest that owns it; `None` when several claimed it at once.
+    pub owner: Option<String>,
+    /// The guest whose claim was refused.
+    pub claimant: String,
+}
+
+impl std::fmt::Display for DeviceConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.owner {
+            Some(owner) => write!(
+                f,
+                "guest {} reported device {}, which guest {owner} reported first: refused, {owner} keeps it",
+                self.claimant, self.device_id
+            ),
+            None => write!(
+                f,
+                "guest {} reported device {}, which another guest reported in the same discovery: neither gets its jobs until the operator removes one",
+                self.claimant, self.device_id
+            ),
+        }
+    }
+}
+
+/// Where a job goes.
+#[derive(Clone)]
+pub enum Route {
+    /// To these guests (one, or every discovery guest).
+    To(Vec<Guest>),
+    /// Nowhere now, for this reason (the job is released).
+    Nowhere(String),
 }
 
 /// Where the guests come from, for rescans.
@@ -123,7 +185,7 @@ impl Catalog {
         }
         Ok(Catalog {
             guests: Arc::new(RwLock::new(guests)),
-            device_owners: Arc::default(),
+            devices: Arc::default(),
             source: Some(Arc::new(Source {
                 dir: dir.to_path_buf(),
                 runtime: runtime.clone(),
@@ -243,43 +305,152 @@ impl Catalog {
     }
 
     /// The guests that run `job`: all discovery guests for a discovery job;
-    /// otherwise one, the device's discoverer when several serve the type.
-    pub fn route(&self, job: &Job) -> Vec<Guest> {
+    /// otherwise one: the only guest serving the type, or the device's owner.
+    pub fn route(&self, job: &Job) -> Route {
         let serving: Vec<Guest> = self
             .guests()
             .into_iter()
             .filter(|guest| guest.manifest().serves(job.job_type))
             .collect();
-        if job.job_type == JobType::Discovery || serving.len() <= 1 {
-            return serving;
+        if serving.is_empty() {
+            return Route::Nowhere(format!(
+                "no guest of this agent serves {} jobs now",
+                job.job_type
+            ));
         }
-        let owner = job.device_id.as_ref().and_then(|device| {
-            self.device_owners
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(device)
-                .cloned()
-        });
-        let chosen = owner
-            .and_then(|name| {
-                serving
-                    .iter()
-                    .find(|guest| guest.manifest().name == name)
-                    .cloned()
-            })
-            .unwrap_or_else(|| serving[0].clone());
-        vec![chosen]
+        if job.job_type == JobType::Discovery || serving.len() == 1 {
+            return Route::To(serving);
+        }
+        let names = || {
+            serving
+                .iter()
+                .map(|guest| guest.manifest().name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let Some(device) = job.device_id.as_ref() else {
+            return Route::Nowhere(format!(
+                "the job names no device, and several guests serve {} jobs ({})",
+                job.job_type,
+                names()
+            ));
+        };
+        let (owner, contested) = {
+            let table = self.read_devices();
+            (
+                table.owners.get(device).cloned(),
+                table.contested.contains(device),
+            )
+        };
+        match owner.and_then(|name| serving.iter().find(|guest| guest.manifest().name == name)) {
+            Some(guest) => Route::To(vec![guest.clone()]),
+            None if contested => Route::Nowhere(format!(
+                "device {device} was reported by several guests at once; none of them gets its jobs until the operator removes one (see /guests)"
+            )),
+            None => Route::Nowhere(format!(
+                "no guest serving {} jobs ({}) has discovered device {device}: run a discovery job first",
+                job.job_type,
+                names()
+            )),
+        }
     }
 
-    /// Records that `guest` discovered `devices`.
-    pub fn learn_devices<'a>(&self, guest: &str, devices: impl IntoIterator<Item = &'a str>) {
-        let mut owners = self
-            .device_owners
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        for device in devices {
-            owners.insert(device.to_string(), guest.to_string());
+    fn read_devices(&self) -> std::sync::RwLockReadGuard<'_, DeviceOwners> {
+        self.devices.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records what one discovery job's guests found, and returns the merged
+    /// device list it reports: each device once, and only from its owner. A
+    /// device another loaded guest reported first stays that guest's; a new
+    /// device that several guests report in the same job goes to none of them
+    /// (its jobs are released until the operator removes one). Refused claims
+    /// are logged with both names and kept for `/guests`. Linear in the number
+    /// of devices.
+    pub fn claim_devices(
+        &self,
+        found: Vec<(String, Vec<DiscoveredDevice>)>,
+    ) -> Vec<DiscoveredDevice> {
+        let loaded: HashSet<String> = self
+            .guests()
+            .iter()
+            .map(|guest| guest.manifest().name.clone())
+            .collect();
+        let mut reporters: HashMap<String, Vec<String>> = HashMap::new();
+        for (guest, devices) in &found {
+            for device in devices {
+                let names = reporters.entry(device.device_id.clone()).or_default();
+                if !names.contains(guest) {
+                    names.push(guest.clone());
+                }
+            }
         }
+        let mut table = self.devices.write().unwrap_or_else(PoisonError::into_inner);
+        let mut logged = 0usize;
+        let mut refuse = |table: &mut DeviceOwners, conflict: DeviceConflict| {
+            if logged < 3 {
+                tracing::warn!("{conflict}");
+            }
+            logged += 1;
+            if table.conflicts.len() == CONFLICTS_KEPT {
+                table.conflicts.pop_front();
+            }
+            table.conflicts.push_back(conflict);
+        };
+        let mut merged = Vec::new();
+        let mut reported = HashSet::new();
+        for (guest, devices) in found {
+            for device in devices {
+                let id = device.device_id.clone();
+                let owner = table
+                    .owners
+                    .get(&id)
+                    .filter(|owner| loaded.contains(*owner))
+                    .cloned();
+                let may_report = match owner {
+                    Some(owner) if owner == guest => true,
+                    Some(owner) => {
+                        refuse(
+                            &mut table,
+                            DeviceConflict {
+                                device_id: id.clone(),
+                                owner: Some(owner),
+                                claimant: guest.clone(),
+                            },
+                        );
+                        false
+                    }
+                    None if reporters[&id].len() > 1 => {
+                        table.contested.insert(id.clone());
+                        refuse(
+                            &mut table,
+                            DeviceConflict {
+                                device_id: id.clone(),
+                                owner: None,
+                                claimant: guest.clone(),
+                            },
+                        );
+                        false
+                    }
+                    None if table.contested.contains(&id) => false,
+                    None => {
+                        table.owners.insert(id.clone(), guest.clone());
+                        true
+                    }
+                };
+                if may_report && reported.insert(id) {
+                    merged.push(device);
+                }
+            }
+        }
+        if logged > 3 {
+            tracing::warn!("{logged} device claims refused in this discovery (see /guests)");
+        }
+        merged
+    }
+
+    /// The device claims refused lately, newest last.
+    pub fn device_conflicts(&self) -> Vec<DeviceConflict> {
+        self.read_devices().conflicts.iter().cloned().collect()
     }
 
     /// The loaded guests as JSON (for the status port and `corral guests list`).
@@ -299,7 +470,11 @@ impl Catalog {
                 })
             })
             .collect();
-        serde_json::json!({ "guests": guests, "refused": self.refusals() })
+        serde_json::json!({
+            "guests": guests,
+            "refused": self.refusals(),
+            "deviceConflicts": self.device_conflicts(),
+        })
     }
 }
 

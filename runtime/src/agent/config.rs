@@ -18,11 +18,15 @@
 //! # cache_dir = "guests/.cache"      # compiled guests (private to the agent)
 //! # [max_jobs_per_type]
 //! # mediarequest = 2
+//!
+//! [secrets.camera-sim]               # where each camera secret may be sent
+//! origins = ["http://127.0.0.1:8081"]
 //! ```
 //!
-//! Camera credentials the manifests name come from the environment:
-//! `CORRAL_SECRET_<NAME>=user:password`. Relative paths are relative to the
-//! config file's folder.
+//! Camera credentials' values come from the environment:
+//! `CORRAL_SECRET_<NAME>=user:password`. A manifest may only ask for a secret
+//! by name on a grant; the host adds it only to origins listed here (`*.`
+//! wildcards allowed). Relative paths are relative to the config file's folder.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,7 +35,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::origin::OriginPattern;
 use crate::protocol::JobType;
+use crate::secrets::Secrets;
 
 /// Why a config was refused.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +69,14 @@ struct RawConfig {
     #[serde(default = "default_blocks")]
     blocks_in_flight: usize,
     cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    secrets: BTreeMap<String, RawSecret>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    origins: Vec<String>,
 }
 
 fn default_max_jobs() -> usize {
@@ -110,6 +124,8 @@ pub struct AgentConfig {
     pub blocks_in_flight: usize,
     /// Where compiled guests are cached.
     pub cache_dir: PathBuf,
+    /// The origins each secret may be sent to, by secret name.
+    pub secret_origins: BTreeMap<String, Vec<OriginPattern>>,
 }
 
 impl AgentConfig {
@@ -147,8 +163,21 @@ impl AgentConfig {
             })?;
             per_type.insert(job, limit);
         }
+        let mut secret_origins = BTreeMap::new();
+        for (name, secret) in raw.secrets {
+            let origins = secret
+                .origins
+                .iter()
+                .map(|origin| {
+                    OriginPattern::parse(origin)
+                        .map_err(|why| fail(format!("secrets.{name}.origins: {why}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            secret_origins.insert(name, origins);
+        }
         let guests_dir = resolve(raw.guests_dir);
         Ok(AgentConfig {
+            secret_origins,
             connection_file: resolve(raw.connection_file),
             agent_id: raw.agent_id,
             cache_dir: raw
@@ -168,9 +197,17 @@ impl AgentConfig {
         })
     }
 
+    /// Binds each secret of `secrets` to the origins this config lists for it.
+    pub fn bind_secrets(&self, secrets: &mut Secrets) {
+        for (name, origins) in &self.secret_origins {
+            secrets.bind(name, origins);
+        }
+    }
+
     /// A config for an agent set up in code (the demo, tests).
     pub fn new(agent_id: &str, connection_file: PathBuf, guests_dir: PathBuf) -> AgentConfig {
         AgentConfig {
+            secret_origins: BTreeMap::new(),
             cache_dir: guests_dir.join(".cache"),
             connection_file,
             agent_id: agent_id.to_string(),
@@ -203,12 +240,14 @@ mod tests {
     fn the_documented_example_loads() {
         let config = load(
             "connection_file = \"agent-1.json\"\nagent_id = \"agent-1\"\nguests_dir = \"guests\"\nmax_jobs = 4\n\
-             poll_interval_secs = 5\nstatus_listen = \"127.0.0.1:9187\"\n[max_jobs_per_type]\nmediarequest = 2\n",
+             poll_interval_secs = 5\nstatus_listen = \"127.0.0.1:9187\"\n[max_jobs_per_type]\nmediarequest = 2\n\
+             [secrets.camera-sim]\norigins = [\"http://127.0.0.1:8081\", \"https://*.cams.example.com\"]\n",
         )
         .unwrap();
         assert_eq!(config.max_jobs, 4);
         assert!(config.connection_file.is_absolute());
         assert_eq!(config.max_jobs_per_type[&JobType::MediaRequest], 2);
+        assert_eq!(config.secret_origins["camera-sim"].len(), 2);
     }
 
     #[test]
@@ -222,6 +261,10 @@ mod tests {
                 "unknown job type `video`",
             ),
             ("lock_secs = 1\n", "lock_secs"),
+            (
+                "[secrets.cams]\norigins = [\"ftp://x\"]\n",
+                "secrets.cams.origins",
+            ),
         ] {
             let error = load(&format!("{base}{extra}")).unwrap_err().to_string();
             assert!(error.contains(expected), "{error}");

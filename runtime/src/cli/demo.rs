@@ -89,15 +89,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::write(guests_dir.join("http-vms.wasm"), bundled::HTTP_VMS)?;
     let manifest = bundled::HTTP_VMS_MANIFEST.replace("http://127.0.0.1:8081", &sim.base_url());
     std::fs::write(guests_dir.join("http-vms.toml"), manifest)?;
-    let mut secrets = Secrets::default();
+    // The operator binds camera-sim's credentials to camera-sim alone.
     let camera = sim.config();
-    secrets.insert(
-        CAMERA_SIM_SECRET,
-        &format!("{}:{}", camera.username, camera.password),
-    )?;
+    let secrets = bundled::camera_sim_secrets(&sim.base_url(), &camera.username, &camera.password);
     let mut config = AgentConfig::new(AGENT_ID, connection_path.clone(), guests_dir.clone());
     config.poll_interval = Duration::from_millis(500);
-    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let runtime = Runtime::new(RuntimeConfig::default())?.with_secrets(Arc::new(secrets.clone()));
     let catalog = Catalog::load(&runtime, &guests_dir)?;
     let file = ConnectionFile::load(&connection_path)?;
     let client =

@@ -65,7 +65,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::anyhow!("job file {} is not a valid job: {why}", args.job.display())
     })?;
 
-    let runtime = Runtime::new(RuntimeConfig { max_instances: 2 })?;
+    // The dev loop: the guest's author is its operator, so each secret goes
+    // where this manifest asks for it. The agent binds secrets from agent.toml.
+    secrets.bind_as_asked(&manifest.http);
+    let secrets = Arc::new(secrets);
+    let runtime = Runtime::new(RuntimeConfig { max_instances: 2 })?.with_secrets(secrets.clone());
     let bytes = std::fs::read(&args.guest)
         .with_context(|| format!("cannot read guest {}", args.guest.display()))?;
     let guest = runtime
@@ -79,7 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let printer = tokio::spawn(print_progress(progress_rx));
     let env = JobEnv {
         sink: sink.clone(),
-        secrets: Arc::new(secrets),
+        secrets,
         progress: progress_tx,
     };
     let mut report = guest.run(&job, env).await;

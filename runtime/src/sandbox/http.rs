@@ -1,24 +1,30 @@
 //! `wasi:http/outgoing-handler`: the guest's HTTP to its camera system.
 //!
 //! Links: wasmtime-wasi-http's `wasi:http` with our hooks. Per-job state: the
-//! guest's [`OutboundPolicy`], its camera credentials, and the denials seen (so
-//! a failed job names the host it was refused). Limits: only the granted
-//! origins answer; the check happens on the resolved address and the
-//! connection goes to that very address (no DNS rebinding), over TLS for
-//! `https` (the certificate checked against the grant's name, with the
-//! system's roots and the grant's own CA); loopback, link-local and
-//! unspecified addresses only when a grant names them as an IP.
+//! guest's [`OutboundPolicy`], the agent's secrets, and the denials seen (so a
+//! failed job names the rule). Limits: only the granted origins and methods
+//! answer; the check happens on the resolved address and the connection goes
+//! to that very address (no DNS rebinding), over TLS for `https` (the
+//! certificate checked against the grant's name, with the system's roots and
+//! the grant's own CA); a name never reaches this machine, link-local or
+//! metadata addresses ([`address`](super::address)). A credential is added
+//! only where the manifest asks for it *and* the operator bound it to the
+//! request's origin, never to `TRACE`; the answer is then searched for it
+//! ([`reflection`](super::reflection)).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use http::header::{AUTHORIZATION, HeaderValue};
+use http::header::{ACCEPT_ENCODING, AUTHORIZATION, HeaderValue};
+use http_body_util::BodyExt;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::address;
+use super::reflection::{GuardedBody, Needles};
+use super::resolver::{self, Resolver};
 use crate::manifest::HttpGrant;
+use crate::origin::host_matches;
 use crate::secrets::{Credential, Secrets};
 
 /// Why the policy refused a request.
@@ -30,24 +36,77 @@ pub enum Denied {
         /// `scheme://host:port` of the request.
         origin: String,
     },
+    /// The grant matches, but not the method.
+    #[error("{method} to {origin} is not granted (the grant allows {allowed})")]
+    MethodNotGranted {
+        /// The request's method.
+        method: String,
+        /// The grant's origin.
+        origin: String,
+        /// The methods it allows.
+        allowed: String,
+    },
     /// A grant matches the name, but the address it resolved to is not allowed.
     #[error(
-        "{origin} resolved to {addr}, which is not allowed for a host name (grant the IP itself)"
+        "{origin} resolved to {addr}, which is {why}: a granted name never connects there (grant the IP itself)"
     )]
     AddressProhibited {
         /// `scheme://host:port` of the request.
         origin: String,
         /// The resolved address.
         addr: SocketAddr,
+        /// What the address is.
+        why: &'static str,
+    },
+    /// An IP grant, and the address is another one (or another port).
+    #[error("{origin} is granted, not {addr}")]
+    OtherAddress {
+        /// The grant's origin.
+        origin: String,
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// The answer carried the credentials the host added.
+    #[error(
+        "the answer from {origin} reflected the credentials the host added (secret `{secret}`); it was cut and the job failed"
+    )]
+    CredentialReflected {
+        /// The request's origin.
+        origin: String,
+        /// The secret's name.
+        secret: String,
     },
 }
 
+impl Denied {
+    /// The `wasi:http` error code the guest sees.
+    fn code(&self) -> wasmtime_wasi_http::Error {
+        match self {
+            Denied::AddressProhibited { .. } | Denied::OtherAddress { .. } => {
+                wasmtime_wasi_http::Error::DestinationIpProhibited
+            }
+            _ => wasmtime_wasi_http::Error::HttpRequestDenied,
+        }
+    }
+}
+
 /// The outbound HTTP grants of one guest; deny by default.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct OutboundPolicy {
     grants: Vec<HttpGrant>,
     /// The TLS settings of each grant (same order), for `https` grants.
     tls: Vec<Option<Arc<rustls::ClientConfig>>>,
+    resolver: Resolver,
+}
+
+impl Default for OutboundPolicy {
+    fn default() -> Self {
+        OutboundPolicy {
+            grants: Vec::new(),
+            tls: Vec::new(),
+            resolver: resolver::system(),
+        }
+    }
 }
 
 /// The system's trust roots, read once per process.
@@ -83,8 +142,17 @@ fn tls_config(grant: &HttpGrant) -> Result<Arc<rustls::ClientConfig>, String> {
 }
 
 impl OutboundPolicy {
-    /// A policy allowing exactly `grants`; `Err` names a CA file that cannot be used.
+    /// A policy allowing exactly `grants`, names resolved by the system;
+    /// `Err` names a CA file that cannot be used.
     pub fn new(grants: Vec<HttpGrant>) -> Result<OutboundPolicy, String> {
+        OutboundPolicy::with_resolver(grants, resolver::system())
+    }
+
+    /// A policy allowing exactly `grants`, names resolved by `resolver`.
+    pub fn with_resolver(
+        grants: Vec<HttpGrant>,
+        resolver: Resolver,
+    ) -> Result<OutboundPolicy, String> {
         let tls = grants
             .iter()
             .map(|grant| {
@@ -93,7 +161,11 @@ impl OutboundPolicy {
                     .transpose()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(OutboundPolicy { grants, tls })
+        Ok(OutboundPolicy {
+            grants,
+            tls,
+            resolver,
+        })
     }
 
     /// The TLS settings of `grant`, if it is an `https` grant.
@@ -122,33 +194,26 @@ impl OutboundPolicy {
 
     /// Whether a request under `grant` may connect to `addr`.
     pub fn allows(&self, grant: &HttpGrant, addr: SocketAddr) -> Result<(), Denied> {
-        let named_ip = grant.host.parse::<IpAddr>().ok();
-        let allowed = match named_ip {
-            // An IP literal grant allows exactly that address.
-            Some(ip) => ip == addr.ip(),
-            // A name may resolve to any public or private-network address, but not
-            // to this machine or link-local ones unless granted as an IP.
-            None => !is_local(addr.ip()),
+        let other = || Denied::OtherAddress {
+            origin: grant.origin(),
+            addr,
         };
-        if allowed && addr.port() == grant.port {
-            Ok(())
-        } else {
-            Err(Denied::AddressProhibited {
-                origin: grant.origin(),
-                addr,
-            })
+        if addr.port() != grant.port {
+            return Err(other());
         }
-    }
-}
-
-/// Whether `host` is the granted host, or a subdomain of a `*.` grant.
-fn host_matches(granted: &str, host: &str) -> bool {
-    match granted.strip_prefix('*') {
-        Some(suffix) => {
-            let host = host.to_ascii_lowercase();
-            host.ends_with(suffix) && host.len() > suffix.len()
+        match grant.host.parse::<IpAddr>() {
+            // An IP literal grant allows exactly that address: the operator's choice.
+            Ok(ip) if ip == addr.ip() => Ok(()),
+            Ok(_) => Err(other()),
+            Err(_) => match address::refused_for_name(addr.ip()) {
+                Some(why) => Err(Denied::AddressProhibited {
+                    origin: grant.origin(),
+                    addr,
+                    why,
+                }),
+                None => Ok(()),
+            },
         }
-        None => granted.eq_ignore_ascii_case(host),
     }
 }
 
@@ -157,28 +222,6 @@ fn origin(scheme: &str, host: &str, port: u16) -> String {
         format!("{scheme}://[{host}]:{port}")
     } else {
         format!("{scheme}://{host}:{port}")
-    }
-}
-
-/// Loopback, link-local, unspecified, multicast, and IPv4-mapped forms of them.
-fn is_local(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-        }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_local(IpAddr::V4(v4)),
-            None => {
-                v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || (v6.segments()[0] & 0xffc0) == 0xfe80
-            }
-        },
     }
 }
 
@@ -238,26 +281,39 @@ impl WasiHttpHooks for OutboundHooks {
         let secrets = self.secrets.clone();
         let denials = self.denials.clone();
         Box::new(async move {
+            let record = move |denied: Denied| {
+                tracing::warn!("sandbox denied a request: {denied}");
+                let code = denied.code();
+                denials
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(denied);
+                code
+            };
             let routed = match route(&policy, &secrets, request).await {
                 Ok(routed) => routed,
-                Err(RouteError::Denied(denied)) => {
-                    let code = match denied {
-                        Denied::NotGranted { .. } => wasmtime_wasi_http::Error::HttpRequestDenied,
-                        Denied::AddressProhibited { .. } => {
-                            wasmtime_wasi_http::Error::DestinationIpProhibited
-                        }
-                    };
-                    tracing::warn!("sandbox denied a request: {denied}");
-                    denials
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(denied);
-                    return Err(code);
-                }
+                Err(RouteError::Denied(denied)) => return Err(record(denied)),
                 Err(RouteError::Other(error)) => return Err(error),
             };
             tracing::debug!("guest request to {}", routed.addr);
-            send(routed, options).await
+            let guard = routed.guard.clone();
+            let (response, io) = send(routed, options).await?;
+            let Some(guard) = guard else {
+                return Ok((response, io));
+            };
+            let reflected = Denied::CredentialReflected {
+                origin: guard.origin.clone(),
+                secret: guard.secret.clone(),
+            };
+            if guard.needles.found_in_headers(response.headers()) {
+                return Err(record(reflected));
+            }
+            let on_reflection = move || {
+                record(reflected);
+            };
+            let response = response
+                .map(|body| GuardedBody::new(body, guard.needles, on_reflection).boxed_unsync());
+            Ok((response, io))
         })
     }
 }
@@ -277,7 +333,6 @@ async fn send(
     routed: Routed,
     options: Option<RequestOptions>,
 ) -> Result<Sent, wasmtime_wasi_http::Error> {
-    use http_body_util::BodyExt;
     use wasmtime_wasi_http::Error;
     let connect_timeout = options
         .and_then(|options| options.connect_timeout)
@@ -326,7 +381,8 @@ enum RouteError {
     Other(wasmtime_wasi_http::Error),
 }
 
-/// A request ready to go: to which address, over which TLS settings.
+/// A request ready to go: to which address, over which TLS settings, and
+/// what to search its answer for.
 struct Routed {
     request: http::Request<WasiBody>,
     addr: SocketAddr,
@@ -334,6 +390,15 @@ struct Routed {
         Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
+    guard: Option<Guard>,
+}
+
+/// The credential a request carried, to search its answer for.
+#[derive(Clone)]
+struct Guard {
+    needles: Needles,
+    origin: String,
+    secret: String,
 }
 
 /// Checks `request` against the policy, resolves its host, picks the one
@@ -355,25 +420,38 @@ async fn route(
     let grant = policy
         .grant_for(&scheme, host, port)
         .map_err(RouteError::Denied)?;
+    let method = request.method().as_str().to_string();
+    if !grant.allows_method(&method) {
+        return Err(RouteError::Denied(Denied::MethodNotGranted {
+            method,
+            origin: grant.origin(),
+            allowed: grant.methods.join(", "),
+        }));
+    }
     let bare_host = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = match bare_host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((bare_host, port))
+        Err(_) => policy
+            .resolver
+            .lookup(bare_host, port)
             .await
-            .map_err(|_| {
+            .map_err(|error| {
                 RouteError::Other(wasmtime_wasi_http::Error::DnsError {
-                    rcode: Some(format!("cannot resolve {bare_host}")),
+                    rcode: Some(format!("cannot resolve {bare_host}: {error}")),
                     info_code: None,
                 })
-            })?
-            .collect(),
+            })?,
     };
     let mut first_denial = None;
     let addr = addrs
         .into_iter()
         .find(|addr| match policy.allows(grant, *addr) {
             Ok(()) => true,
-            Err(denied) => {
+            Err(mut denied) => {
+                // Name the host asked for, not the (maybe wildcard) grant.
+                if let Denied::AddressProhibited { origin: asked, .. } = &mut denied {
+                    *asked = origin(&scheme, bare_host, port);
+                }
                 first_denial.get_or_insert(denied);
                 false
             }
@@ -394,25 +472,68 @@ async fn route(
     *request.uri_mut() = path
         .parse()
         .map_err(|_| RouteError::Other(wasmtime_wasi_http::Error::HttpRequestUriInvalid))?;
-    if let Some(name) = &grant.credentials {
-        match secrets.get(name) {
-            Some(Credential::Basic { user, password }) => {
-                let token = STANDARD.encode(format!("{user}:{password}"));
-                let mut value = HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| {
-                    RouteError::Other(wasmtime_wasi_http::Error::ConfigurationError)
-                })?;
-                value.set_sensitive(true);
-                request.headers_mut().insert(AUTHORIZATION, value);
-            }
+    let guard = match &grant.credentials {
+        // Never with TRACE (it exists to reflect the request) or CONNECT.
+        Some(_)
+            if matches!(
+                *request.method(),
+                http::Method::TRACE | http::Method::CONNECT
+            ) =>
+        {
+            None
+        }
+        Some(name) => match secrets.for_origin(name, &scheme, bare_host, port) {
+            Some(credential) => Some(add_credential(
+                &mut request,
+                credential,
+                name,
+                origin(&scheme, bare_host, port),
+            )?),
             None => {
                 tracing::warn!(
-                    "grant {} names credentials `{name}`, which the agent does not have",
-                    grant.origin()
+                    "grant {} asks for secret `{name}`, which the operator has not bound to {} or the agent does not have (set {})",
+                    grant.origin(),
+                    origin(&scheme, bare_host, port),
+                    crate::secrets::env_var(name)
                 );
+                None
             }
-        }
-    }
-    Ok(Routed { request, addr, tls })
+        },
+        None => None,
+    };
+    Ok(Routed {
+        request,
+        addr,
+        tls,
+        guard,
+    })
+}
+
+/// Adds `credential` to `request` (asking for an answer the reflection guard
+/// can read, `Accept-Encoding: identity`) and returns what to search it for.
+fn add_credential(
+    request: &mut http::Request<WasiBody>,
+    credential: &Credential,
+    secret: &str,
+    origin: String,
+) -> Result<Guard, RouteError> {
+    let Credential::Basic { user, password } = credential;
+    let header = credential.header_value();
+    let mut value = HeaderValue::from_str(&header)
+        .map_err(|_| RouteError::Other(wasmtime_wasi_http::Error::ConfigurationError))?;
+    value.set_sensitive(true);
+    request.headers_mut().insert(AUTHORIZATION, value);
+    request
+        .headers_mut()
+        .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    let needles = Needles::for_header(&header, &format!("{user}:{password}")).ok_or(
+        RouteError::Other(wasmtime_wasi_http::Error::ConfigurationError),
+    )?;
+    Ok(Guard {
+        needles,
+        origin,
+        secret: secret.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -424,6 +545,7 @@ mod tests {
             scheme: "http".into(),
             host: origin_host.into(),
             port,
+            methods: vec!["GET".into(), "HEAD".into()],
             credentials: None,
             tls_ca: None,
         }
@@ -480,9 +602,12 @@ mod tests {
         for local in [
             "127.0.0.1:80",
             "169.254.169.254:80",
+            "100.100.100.200:80",
             "0.0.0.0:80",
             "[::1]:80",
             "[::ffff:127.0.0.1]:80",
+            "[64:ff9b::7f00:1]:80",
+            "[fd00:ec2::254]:80",
             "[fe80::1]:80",
         ] {
             let addr: SocketAddr = local.parse().unwrap();

@@ -2,13 +2,16 @@
 //!
 //! Links: the `log` interface. Per-job state: a line budget and the last lines
 //! (kept for the job report and failure messages). Limits: `limits.log_lines`
-//! lines a job, each cut at 4 KiB; a guest that logs past its budget is
-//! stopped with a message naming the limit (a flood is a bug or an attack).
+//! lines a job, each cut at 4 KiB, with control characters made visible so a
+//! line cannot forge another or style a terminal ([`guest_text`]); a guest
+//! that logs past its budget is stopped with a message naming the limit (a
+//! flood is a bug or an attack).
 
 use std::collections::VecDeque;
 
 use super::JobState;
 use super::bindings::corral::integration::log::{Host, Level};
+use super::guest_text::{self, truncate};
 use super::limits::LimitExceeded;
 
 /// Longest line kept, in bytes.
@@ -44,7 +47,8 @@ impl GuestLog {
             return Err(LimitExceeded::Log(self.limit));
         }
         self.budget -= 1;
-        let line = truncate(message.trim_end(), MAX_LINE);
+        let shown = guest_text::visible(message.trim_end());
+        let line = truncate(&shown, MAX_LINE);
         let (guest, job) = (&self.guest, &self.job_id);
         match level {
             Level::Trace => tracing::trace!(guest, job, "{line}"),
@@ -64,17 +68,6 @@ impl GuestLog {
     pub fn tail(&self) -> Vec<String> {
         self.tail.iter().cloned().collect()
     }
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 impl Host for JobState {

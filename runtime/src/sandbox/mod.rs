@@ -7,18 +7,25 @@
 //!
 //! | module | capability |
 //! |---|---|
-//! | [`http`] | `wasi:http` to the origins the manifest grants, credentials added by the host |
+//! | [`http`] | `wasi:http` to the origins and methods the manifest grants, credentials added by the host where the operator bound them |
+//! | [`address`] | the addresses a granted name may reach (never this machine or a metadata service) |
+//! | [`resolver`] | name lookups for granted names |
+//! | [`reflection`] | the search of answers for the credentials the host sent |
 //! | [`output`] | output files, streamed to an [`OutputSink`](crate::sink::OutputSink) |
 //! | [`progress`] | progress reports |
 //! | [`log`] | log lines, capped |
 //! | [`settings`] | the manifest's non-secret settings |
 //! | [`limits`] | memory and CPU limits |
 
+pub mod address;
+pub mod guest_text;
 pub mod http;
 pub mod limits;
 pub mod log;
 pub mod output;
 pub mod progress;
+pub mod reflection;
+pub mod resolver;
 pub mod settings;
 
 use std::collections::BTreeMap;
@@ -155,6 +162,13 @@ impl JobState {
     /// Requests the sandbox refused.
     pub fn denials(&self) -> Vec<http::Denied> {
         self.hooks.denials()
+    }
+
+    /// The first answer that reflected the host's credentials, if any.
+    pub fn reflection(&self) -> Option<http::Denied> {
+        self.denials()
+            .into_iter()
+            .find(|denied| matches!(denied, http::Denied::CredentialReflected { .. }))
     }
 
     /// The latest progress.

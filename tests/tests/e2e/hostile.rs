@@ -7,9 +7,17 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use corral::guest::{GuestError, JobOutcome};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use corral::engine::{Runtime, RuntimeConfig};
+use corral::guest::{Guest, GuestError, JobOutcome};
 use corral::manifest::Manifest;
+use corral::origin::OriginPattern;
 use corral::protocol::JobType;
+use corral::sandbox::address::this_machine_addresses;
+use corral::sandbox::resolver::StaticResolver;
+use corral::secrets::Secrets;
 use corral_camera_sim::SimConfig;
 use corral_tests::test_guests::{HOSTILE, OTHER_WORLD};
 use corral_tests::{Harness, job};
@@ -53,6 +61,29 @@ struct Attack {
     what: &'static str,
     params: Vec<(&'static str, String)>,
     expect: String,
+    /// The guest that attacks (the hostile guest under some manifest).
+    guest: Guest,
+    /// The secrets it was loaded against.
+    secrets: Arc<Secrets>,
+}
+
+/// What an attack is, before it is given its guest.
+fn attack(
+    name: &'static str,
+    what: &'static str,
+    params: Vec<(&'static str, String)>,
+    expect: impl Into<String>,
+    guest: &Guest,
+    secrets: &Arc<Secrets>,
+) -> Attack {
+    Attack {
+        name,
+        what,
+        params,
+        expect: expect.into(),
+        guest: guest.clone(),
+        secrets: secrets.clone(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,122 +155,373 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
     std::fs::write(&config_file, "agent_id = \"secret-agent\"\n").unwrap();
     let camera_port = camera.rsplit(':').next().unwrap().to_string();
 
-    let attacks = vec![
-        Attack {
-            name: "endless loop",
-            what: "`loop {}` in guest code",
-            params: vec![("attack", "endless-loop".into())],
-            expect: "CPU time limit of 1s exceeded".into(),
-        },
-        Attack {
-            name: "memory bomb",
-            what: "allocates 16 MiB at a time forever",
-            params: vec![("attack", "memory-bomb".into())],
-            expect: "memory limit of 64 MiB exceeded".into(),
-        },
-        Attack {
-            name: "deep recursion",
-            what: "unbounded recursion",
-            params: vec![("attack", "deep-recursion".into())],
-            expect: "call stack exhausted".into(),
-        },
-        Attack {
-            name: "10 GiB output",
-            what: "writes 10 GiB to an output file",
-            params: vec![("attack", "huge-output".into())],
-            expect: "output limit of 16777216 bytes exceeded".into(),
-        },
-        Attack {
-            name: "HTTP to a host not granted",
-            what: "GET http://10.255.255.1/",
-            params: vec![
+    // Cameras that reflect requests, to which the operator bound the camera
+    // secret (they are the operator's cameras, just badly behaved ones).
+    let echo = corral_tests::echo::start().await;
+    let echo_body = corral_tests::echo::start_body_only(3 << 20).await;
+    let mut reflecting_secrets = harness.secrets.as_ref().clone();
+    for addr in [echo, echo_body] {
+        let origin = OriginPattern::parse(&format!("http://{addr}")).unwrap();
+        reflecting_secrets.bind(corral::bundled::CAMERA_SIM_SECRET, &[origin]);
+    }
+    let reflecting_secrets = Arc::new(reflecting_secrets);
+    let reflecting = Runtime::new(RuntimeConfig { max_instances: 4 })
+        .unwrap()
+        .with_secrets(reflecting_secrets.clone())
+        .load_bytes(
+            HOSTILE,
+            manifest_with(
+                &camera,
+                &format!(
+                    "[[http]]\norigin = \"http://{echo}\"\ncredentials = \"camera-sim\"\n\n\
+                     [[http]]\norigin = \"http://{echo_body}\"\ncredentials = \"camera-sim\"\n"
+                ),
+            ),
+        )
+        .expect("the reflecting manifest loads");
+
+    // Names pointed at this machine, metadata services and IPv6 forms of
+    // loopback by the test resolver, each granted by name; and a wildcard.
+    let lan: Option<IpAddr> = this_machine_addresses().into_iter().find(IpAddr::is_ipv4);
+    let mut names: Vec<(&str, IpAddr, &str)> = vec![
+        (
+            "imds.test",
+            "169.254.169.254".parse().unwrap(),
+            "a cloud metadata service",
+        ),
+        (
+            "alibaba.test",
+            "100.100.100.200".parse().unwrap(),
+            "a cloud metadata service",
+        ),
+        (
+            "azure.test",
+            "168.63.129.16".parse().unwrap(),
+            "a cloud metadata service",
+        ),
+        (
+            "aws6.test",
+            "fd00:ec2::254".parse().unwrap(),
+            "a cloud metadata service",
+        ),
+        (
+            "mapped.test",
+            "::ffff:127.0.0.1".parse().unwrap(),
+            "an IPv6 form of a refused IPv4 address",
+        ),
+        (
+            "compat.test",
+            "::127.0.0.1".parse().unwrap(),
+            "an IPv6 form of a refused IPv4 address",
+        ),
+        (
+            "nat64.test",
+            "64:ff9b::7f00:1".parse().unwrap(),
+            "an IPv6 form of a refused IPv4 address",
+        ),
+        (
+            "sixtofour.test",
+            "2002:7f00:1::1".parse().unwrap(),
+            "an IPv6 form of a refused IPv4 address",
+        ),
+        ("a.cams.test", "127.0.0.1".parse().unwrap(), "loopback"),
+    ];
+    if let Some(lan) = lan {
+        names.push(("lan.test", lan, "this machine"));
+    } else {
+        eprintln!("this machine has no non-loopback IPv4 address: the LAN attack is skipped");
+    }
+    let mut resolver = StaticResolver::default();
+    let mut grants = format!("[[http]]\norigin = \"http://*.cams.test:{camera_port}\"\n");
+    for (name, ip, _) in &names {
+        resolver = resolver.with(name, &[*ip]);
+        if !name.ends_with(".cams.test") {
+            grants.push_str(&format!(
+                "[[http]]\norigin = \"http://{name}:{camera_port}\"\n"
+            ));
+        }
+    }
+    let resolver = resolver
+        .with("cams.test", &["10.0.0.1".parse().unwrap()])
+        .with("evilcams.test", &["10.0.0.1".parse().unwrap()]);
+    let named = Runtime::new(RuntimeConfig { max_instances: 4 })
+        .unwrap()
+        .with_secrets(harness.secrets.clone())
+        .with_resolver(Arc::new(resolver))
+        .load_bytes(HOSTILE, manifest_with(&camera, &grants))
+        .expect("the manifest of names loads");
+    let secret_token = format!(
+        "{}:{}",
+        harness.sim.config().username,
+        harness.sim.config().password
+    );
+
+    let mut attacks = vec![
+        attack(
+            "endless loop",
+            "`loop {}` in guest code",
+            vec![("attack", "endless-loop".into())],
+            "CPU time limit of 1s exceeded",
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "memory bomb",
+            "allocates 16 MiB at a time forever",
+            vec![("attack", "memory-bomb".into())],
+            "memory limit of 64 MiB exceeded",
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "deep recursion",
+            "unbounded recursion",
+            vec![("attack", "deep-recursion".into())],
+            "call stack exhausted",
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "10 GiB output",
+            "writes 10 GiB to an output file",
+            vec![("attack", "huge-output".into())],
+            "output limit of 16777216 bytes exceeded",
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "HTTP to a host not granted",
+            "GET http://10.255.255.1/",
+            vec![
                 ("attack", "http".into()),
                 ("target", "http://10.255.255.1/".into()),
             ],
-            expect: "http://10.255.255.1:80 is not granted by the manifest".into(),
-        },
-        Attack {
-            name: "HTTP to the registry",
-            what: "GET the registry's agent API",
-            params: vec![("attack", "http".into()), ("target", registry_like)],
-            expect: "http://127.0.0.1:9 is not granted by the manifest".into(),
-        },
-        Attack {
-            name: "a granted name resolving elsewhere",
-            what: "GET http://localhost:PORT (granted by name; it resolves to loopback)",
-            params: vec![
+            "http://10.255.255.1:80 is not granted by the manifest",
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "HTTP to the registry",
+            "GET the registry's agent API",
+            vec![("attack", "http".into()), ("target", registry_like)],
+            "http://127.0.0.1:9 is not granted by the manifest",
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "a granted name resolving elsewhere",
+            "GET http://localhost:PORT (granted by name; it resolves to loopback)",
+            vec![
                 ("attack", "http".into()),
                 (
                     "target",
                     format!("http://localhost:{camera_port}/vms/v2/cameras"),
                 ),
             ],
-            expect: "resolved to 127.0.0.1".into(),
-        },
-        Attack {
-            name: "reading /etc/passwd",
-            what: "std::fs::read(\"/etc/passwd\")",
-            params: vec![
+            "resolved to 127.0.0.1",
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "reading /etc/passwd",
+            "std::fs::read(\"/etc/passwd\")",
+            vec![
                 ("attack", "read-file".into()),
                 ("target", "/etc/passwd".into()),
             ],
-            expect: "reading /etc/passwd was refused".into(),
-        },
-        Attack {
-            name: "reading the agent's config",
-            what: "std::fs::read(<agent.toml>)",
-            params: vec![
+            "reading /etc/passwd was refused",
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "reading the agent's config",
+            "std::fs::read(<agent.toml>)",
+            vec![
                 ("attack", "read-file".into()),
                 ("target", config_file.display().to_string()),
             ],
-            expect: "was refused".into(),
-        },
-        Attack {
-            name: "writing into a read-only folder",
-            what: "std::fs::write(\"/exports/x\") into the granted read-only folder",
-            params: vec![
+            "was refused",
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "writing into a read-only folder",
+            "std::fs::write(\"/exports/x\") into the granted read-only folder",
+            vec![
                 ("attack", "write-file".into()),
                 ("target", "/exports/x".into()),
             ],
-            expect: "writing /exports/x was refused".into(),
-        },
-        Attack {
-            name: "raw TCP to an endpoint not granted",
-            what: "TcpStream::connect to a local port not granted",
-            params: vec![
+            "writing /exports/x was refused",
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "raw TCP to an endpoint not granted",
+            "TcpStream::connect to a local port not granted",
+            vec![
                 ("attack", "tcp".into()),
                 ("target", tcp_refused.to_string()),
             ],
-            expect: "was refused".into(),
-        },
-        Attack {
-            name: "reading the environment",
-            what: "std::env::vars() and args()",
-            params: vec![("attack", "environment".into())],
-            expect: "saw 0 environment variables [] and arguments []".into(),
-        },
-        Attack {
-            name: "a flood of progress and log calls",
-            what: "a million progress reports and log lines",
-            params: vec![("attack", "flood".into())],
-            expect: "log limit of 1000 lines exceeded".into(),
-        },
-        Attack {
-            name: "blocked forever in a host call",
-            what: "GET to a granted peer that never answers",
-            params: vec![
+            "was refused",
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "reading the environment",
+            "std::env::vars() and args()",
+            vec![("attack", "environment".into())],
+            "saw 0 environment variables [] and arguments []",
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "a flood of progress and log calls",
+            "a million progress reports and log lines",
+            vec![("attack", "flood".into())],
+            "log limit of 1000 lines exceeded",
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "blocked forever in a host call",
+            "GET to a granted peer that never answers",
+            vec![
                 ("attack", "blocked".into()),
                 ("target", format!("http://{silent_addr}/")),
             ],
-            expect: format!("wall time limit of {WALL_SECS}s exceeded"),
-        },
-        Attack {
-            name: "a trap",
-            what: "panic!()",
-            params: vec![("attack", "trap".into())],
-            expect: "the guest gives up on purpose".into(),
-        },
+            format!("wall time limit of {WALL_SECS}s exceeded"),
+            &blocked_guest,
+            &harness.secrets,
+        ),
+        attack(
+            "a trap",
+            "panic!()",
+            vec![("attack", "trap".into())],
+            "the guest gives up on purpose",
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "exit(0) instead of a result",
+            "std::process::exit(0)",
+            vec![("attack", "exit".into())],
+            "the guest called exit(0) instead of returning a result",
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "credentials reflected by TRACE",
+            "TRACE to a camera granted with credentials, which reflects the request",
+            vec![
+                ("attack", "reflect".into()),
+                ("method", "TRACE".into()),
+                ("target", format!("http://{echo}/")),
+            ],
+            format!("TRACE to http://{echo} is not granted (the grant allows GET, HEAD)"),
+            &reflecting,
+            &reflecting_secrets,
+        ),
+        attack(
+            "credentials reflected by an echo page",
+            "GET to a camera page that echoes request headers (in a header and the body)",
+            vec![
+                ("attack", "reflect".into()),
+                ("target", format!("http://{echo}/debug/echo")),
+            ],
+            "reflected the credentials the host added (secret `camera-sim`)",
+            &reflecting,
+            &reflecting_secrets,
+        ),
+        attack(
+            "credentials reflected deep in a spliced body",
+            "splices (host-side) a 3 MiB answer that ends with the reflected request",
+            vec![
+                ("attack", "reflect-splice".into()),
+                ("target", format!("http://{echo_body}/")),
+            ],
+            "reflected the credentials the host added (secret `camera-sim`)",
+            &reflecting,
+            &reflecting_secrets,
+        ),
+        attack(
+            "a method the grant does not list",
+            "POST to the granted camera",
+            vec![
+                ("attack", "method".into()),
+                ("method", "POST".into()),
+                ("target", format!("{camera}/vms/v2/cameras")),
+            ],
+            "POST to http://127.0.0.1:PORT is not granted (the grant allows GET, HEAD)"
+                .replace("PORT", &camera_port),
+            &hostile,
+            &harness.secrets,
+        ),
+        attack(
+            "a wildcard grant and the bare domain",
+            "GET http://cams.test:PORT under a grant of http://*.cams.test:PORT",
+            vec![
+                ("attack", "http".into()),
+                ("target", format!("http://cams.test:{camera_port}/")),
+            ],
+            format!("http://cams.test:{camera_port} is not granted"),
+            &named,
+            &harness.secrets,
+        ),
+        attack(
+            "a wildcard grant and a look-alike domain",
+            "GET http://evilcams.test:PORT under a grant of http://*.cams.test:PORT",
+            vec![
+                ("attack", "http".into()),
+                ("target", format!("http://evilcams.test:{camera_port}/")),
+            ],
+            format!("http://evilcams.test:{camera_port} is not granted"),
+            &named,
+            &harness.secrets,
+        ),
+        attack(
+            "a wildcard grant and a suffix trick",
+            "GET http://a.cams.test.evil.test:PORT under a grant of http://*.cams.test:PORT",
+            vec![
+                ("attack", "http".into()),
+                (
+                    "target",
+                    format!("http://a.cams.test.evil.test:{camera_port}/"),
+                ),
+            ],
+            format!("http://a.cams.test.evil.test:{camera_port} is not granted"),
+            &named,
+            &harness.secrets,
+        ),
+        attack(
+            "log and message forgery",
+            "logs and fails with newlines, a fake host log line, ANSI escapes and 20 kB",
+            vec![("attack", "forgery".into())],
+            "nothing\\n2026-12-02T10:00:00.000000Z  INFO corral::agent::runner: job=2 completed \\u{1b}[0m",
+            &hostile,
+            &harness.secrets,
+        ),
     ];
+    for (name, ip, why) in &names {
+        let label: &'static str = Box::leak(
+            if name.ends_with(".cams.test") {
+                format!("a wildcard grant matching {name}, resolving to {ip}")
+            } else {
+                format!("a granted name resolving to {ip} ({why})")
+            }
+            .into_boxed_str(),
+        );
+        attacks.push(attack(
+            label,
+            "GET a granted name the resolver points there",
+            vec![
+                ("attack", "http".into()),
+                ("target", format!("http://{name}:{camera_port}/")),
+            ],
+            format!("which is {why}"),
+            &named,
+            &harness.secrets,
+        ));
+    }
 
     let mut rows = Vec::new();
     for (index, attack) in attacks.into_iter().enumerate() {
@@ -253,19 +535,16 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
-        let guest = if attack.name.starts_with("blocked") {
-            &blocked_guest
-        } else {
-            &hostile
-        };
         let good = job(
             &format!("good-{index}"),
             JobType::Thumbnail,
             Some("cam-0002"),
         );
         let started = Instant::now();
-        let (bad_report, good_report) =
-            tokio::join!(harness.run_with(guest, &bad), harness.run(&good));
+        let (bad_report, good_report) = tokio::join!(
+            harness.run_with_secrets(&attack.guest, &bad, attack.secrets.clone()),
+            harness.run(&good)
+        );
         let elapsed = started.elapsed();
         assert_eq!(
             good_report.outcome,
@@ -290,11 +569,37 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             "{} took {elapsed:?}",
             attack.name
         );
+        // Nothing the guest wrote or logged holds the credentials, and no
+        // guest text spans lines or carries escapes.
+        assert!(message.len() <= 4096 && !message.contains('\n') && !message.contains('\x1b'));
+        for line in &bad_report.log_tail {
+            assert!(!line.contains('\n') && !line.contains('\x1b'), "{line:?}");
+            assert!(
+                !line.contains(&secret_token),
+                "{}: the log holds the password",
+                attack.name
+            );
+        }
+        for file in harness.files() {
+            let bytes = std::fs::read(harness.out.path().join(&file)).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains(&secret_token) && !text.contains("b3BlcmF0b3I6c2ltLXNlY3JldA"),
+                "{}: output {file} holds the credentials",
+                attack.name
+            );
+        }
         // The report names places, not this run's temporary paths and ports.
-        let message = message
+        let mut message = message
             .replace(&config_file.display().to_string(), "<agent.toml>")
             .replace(&camera_port, "PORT")
-            .replace(&tcp_refused.port().to_string(), "PORT");
+            .replace(&tcp_refused.port().to_string(), "PORT")
+            .replace(&echo.port().to_string(), "PORT")
+            .replace(&echo_body.port().to_string(), "PORT");
+        if let Some(lan) = lan {
+            message = message.replace(&lan.to_string(), "<this machine's LAN address>");
+        }
+        let message: String = first_line(&message);
         rows.push((
             attack.name.to_string(),
             attack.what.to_string(),
@@ -305,7 +610,34 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
 
     // Files that are not a guest of our world.
     let runtime = &harness.runtime;
+    let foreign = Manifest::parse(
+        "name = \"x\"\nversion = \"1\"\njobs = [\"thumbnail\"]\n[[http]]\norigin = \"https://collector.attacker.example\"\ncredentials = \"camera-sim\"\n",
+        Path::new("x.toml"),
+    )
+    .unwrap();
+    let trace_with_credentials = Manifest::parse(
+        "name = \"x\"\nversion = \"1\"\njobs = [\"thumbnail\"]\n[[http]]\norigin = \"http://10.0.0.5\"\ncredentials = \"camera-sim\"\nmethods = [\"GET\", \"TRACE\"]\n",
+        Path::new("x.toml"),
+    )
+    .map(drop)
+    .unwrap_err();
+    assert!(
+        trace_with_credentials
+            .to_string()
+            .contains("a grant with credentials cannot allow TRACE"),
+        "{trace_with_credentials}"
+    );
+    rows.push((
+        "a grant with credentials that allows TRACE".to_string(),
+        "loaded as a guest".to_string(),
+        first_line(&trace_with_credentials.to_string()),
+        Duration::ZERO,
+    ));
     let refusals = [
+        (
+            "a manifest asking for the camera secret on its author's origin",
+            runtime.load_bytes(HOSTILE, foreign).map(drop),
+        ),
         (
             "a component of another world",
             runtime.load_bytes(OTHER_WORLD, manifest(&camera)).map(drop),
@@ -328,6 +660,9 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
         let message = error.to_string();
         let expected = match name {
             "a component of another world" => "is not of the corral:integration world",
+            "a manifest asking for the camera secret on its author's origin" => {
+                "asks for secret `camera-sim`, which the operator has not bound to that origin"
+            }
             "a core module instead of a component" => "core WebAssembly module",
             _ => "does not compile",
         };
@@ -347,7 +682,7 @@ fn first_line(text: &str) -> String {
         .next()
         .unwrap_or_default()
         .chars()
-        .take(200)
+        .take(300)
         .collect()
 }
 

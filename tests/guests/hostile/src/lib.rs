@@ -92,6 +92,51 @@ fn attack(job: &Job) -> Result<(), JobError> {
             Ok(())
         }
         "trap" => panic!("the guest gives up on purpose"),
+        "exit" => std::process::exit(0),
+        // Asks the camera to reflect the request (TRACE, or a page echoing
+        // headers), then tries to get what came back out: a file and the log.
+        "reflect" => {
+            let method = job.parameter("method").unwrap_or("GET");
+            let response = http::Request::get(target).method(method).send()?;
+            let mut seen = String::new();
+            if let Some(header) = response.header("x-echo-authorization") {
+                seen.push_str(&header);
+            }
+            let body = response.bytes()?;
+            seen.push_str(&String::from_utf8_lossy(&body));
+            log::info(&format!("the camera said: {seen}"));
+            let mut output = Output::create("loot.jpg", "image/jpeg")?;
+            output.write_all(&[0xff, 0xd8, 0xff])?;
+            output.write_all(seen.as_bytes())?;
+            output.write_all(&[0xff, 0xd9])?;
+            output.finish()?;
+            Ok(())
+        }
+        // Splices a reflecting answer straight into an output (host-side).
+        "reflect-splice" => {
+            let response = http::get(target)?;
+            let mut output = Output::create("loot.bin", "image/jpeg")?;
+            output.splice(response, |_| {})?;
+            output.finish()?;
+            Ok(())
+        }
+        // A method the grant does not list.
+        "method" => {
+            let method = job.parameter("method").unwrap_or("POST");
+            http::Request::get(target).method(method).send()?;
+            Ok(())
+        }
+        // Log lines and a failure message that try to pass for the host's own.
+        "forgery" => {
+            log::info(
+                "harmless\n2026-12-02T10:00:00.000000Z  INFO corral::agent::runner: job=1 completed\x1b[2J\x1b[31m",
+            );
+            let mut message = String::from(
+                "nothing\n2026-12-02T10:00:00.000000Z  INFO corral::agent::runner: job=2 completed \x1b[0m",
+            );
+            message.push_str(&"é".repeat(10_000));
+            Err(JobError::Failed(message))
+        }
         // Not an attack: a thumbnail that says which version of the guest made it.
         "tagged-thumbnail" => {
             let tag = corral_guest::settings::get("tag").unwrap_or_default();
@@ -108,6 +153,22 @@ fn attack(job: &Job) -> Result<(), JobError> {
 
 impl Integration for Hostile {
     fn discover(job: Job) -> Result<Vec<Device>, JobError> {
+        // Claims the devices named by the `claim` setting (another guest's
+        // cameras, in the hijack attack).
+        if let Some(claim) = corral_guest::settings::get("claim") {
+            return Ok(claim
+                .split(',')
+                .map(|id| Device {
+                    device_id: id.to_string(),
+                    name: format!("hijacked {id}"),
+                    manufacturer: "hostile".into(),
+                    model: "hostile".into(),
+                    latitude: None,
+                    longitude: None,
+                    capabilities: vec!["thumbnail".into()],
+                })
+                .collect());
+        }
         attack(&job).map(|()| Vec::new())
     }
 

@@ -1,0 +1,276 @@
+//! Defence in depth against a camera that reflects the credentials the host
+//! added (a `TRACE`, a page echoing request headers): the answer to a request
+//! that carried a credential is searched, headers and every body byte as it
+//! passes (the bytes a guest splices included), for the exact value sent. A hit
+//! cuts the body before the guest sees the bytes and fails the job.
+//!
+//! The search holds back the last `needle − 1` bytes of each chunk until the
+//! next one has been searched, so a value split across two chunks is caught
+//! before any of it reaches the guest. One pass of a multi-pattern searcher
+//! over each chunk: it costs no measurable throughput on a recording.
+//!
+//! What it cannot see, and why the rules in front of it matter more: a value
+//! the camera transforms (re-encoded, compressed, sliced by `Range` requests).
+//! The host asks for `Accept-Encoding: identity` on requests it adds
+//! credentials to, never adds them to `TRACE`, and adds them only where the
+//! operator bound the secret.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use aho_corasick::AhoCorasick;
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame};
+use wasmtime_wasi_http::WasiBody;
+
+/// The values a credential must never come back as.
+#[derive(Clone)]
+pub struct Needles {
+    searcher: Arc<AhoCorasick>,
+    longest: usize,
+}
+
+/// Shortest form searched on its own; shorter ones are searched only as the
+/// whole header value (a short string turns up by chance in a recording).
+const MIN_ALONE: usize = 12;
+
+impl Needles {
+    /// The forms of `header_value` (`Basic <base64>`) a reflection would show:
+    /// the base64 token, and the decoded `user:password` when long enough.
+    pub fn for_header(header_value: &str, decoded: &str) -> Option<Needles> {
+        let token = header_value
+            .split_once(' ')
+            .map_or(header_value, |(_, token)| token);
+        let mut patterns: Vec<&str> = Vec::new();
+        patterns.push(if token.len() >= MIN_ALONE {
+            token
+        } else {
+            header_value
+        });
+        if decoded.len() >= MIN_ALONE {
+            patterns.push(decoded);
+        }
+        let longest = patterns.iter().map(|p| p.len()).max()?;
+        let searcher = AhoCorasick::new(&patterns).ok()?;
+        Some(Needles {
+            searcher: Arc::new(searcher),
+            longest,
+        })
+    }
+
+    /// Whether `bytes` hold one of the values.
+    pub fn found_in(&self, bytes: &[u8]) -> bool {
+        self.searcher.is_match(bytes)
+    }
+
+    /// Whether any header value holds one of the values.
+    pub fn found_in_headers(&self, headers: &HeaderMap) -> bool {
+        headers.iter().any(|(name, value)| {
+            self.found_in(name.as_str().as_bytes()) || self.found_in(value.as_bytes())
+        })
+    }
+}
+
+/// A response body searched for [`Needles`] as it streams.
+pub struct GuardedBody {
+    inner: WasiBody,
+    needles: Needles,
+    /// The tail of the last chunk, searched but not yet handed on.
+    held: Bytes,
+    /// A chunk to hand on after `held`.
+    pending: Option<Bytes>,
+    on_reflection: Option<Box<dyn FnOnce() + Send>>,
+    tripped: bool,
+}
+
+impl GuardedBody {
+    /// Guards `inner`; `on_reflection` runs once, on the first hit.
+    pub fn new(
+        inner: WasiBody,
+        needles: Needles,
+        on_reflection: impl FnOnce() + Send + 'static,
+    ) -> GuardedBody {
+        GuardedBody {
+            inner,
+            needles,
+            held: Bytes::new(),
+            pending: None,
+            on_reflection: Some(Box::new(on_reflection)),
+            tripped: false,
+        }
+    }
+
+    fn trip(&mut self) -> wasmtime_wasi_http::Error {
+        self.tripped = true;
+        self.held = Bytes::new();
+        self.pending = None;
+        if let Some(report) = self.on_reflection.take() {
+            report();
+        }
+        wasmtime_wasi_http::Error::InternalError(Some(
+            "the camera reflected the credentials the host added; the answer was cut".into(),
+        ))
+    }
+
+    /// Searches `data` (and the seam with the held tail); on success returns
+    /// what may be handed on now and keeps the new tail.
+    fn admit(&mut self, data: Bytes) -> Result<(Bytes, Option<Bytes>), ()> {
+        let keep = self.needles.longest.saturating_sub(1);
+        let seam_end = keep.min(data.len());
+        if !self.held.is_empty() {
+            let mut seam = BytesMut::with_capacity(self.held.len() + seam_end);
+            seam.extend_from_slice(&self.held);
+            seam.extend_from_slice(&data[..seam_end]);
+            if self.needles.found_in(&seam) {
+                return Err(());
+            }
+        }
+        if self.needles.found_in(&data) {
+            return Err(());
+        }
+        let held = std::mem::take(&mut self.held);
+        if data.len() >= keep {
+            let split = data.len() - keep;
+            self.held = data.slice(split..);
+            let now = data.slice(..split);
+            return Ok(if held.is_empty() {
+                (now, None)
+            } else {
+                (held, Some(now))
+            });
+        }
+        // A chunk shorter than the hold-back: keep the last `keep` bytes of both.
+        let mut joined = BytesMut::with_capacity(held.len() + data.len());
+        joined.extend_from_slice(&held);
+        joined.extend_from_slice(&data);
+        let joined = joined.freeze();
+        let split = joined.len().saturating_sub(keep);
+        self.held = joined.slice(split..);
+        Ok((joined.slice(..split), None))
+    }
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        loop {
+            if this.tripped {
+                return Poll::Ready(None);
+            }
+            if let Some(next) = this.pending.take() {
+                return Poll::Ready(Some(Ok(Frame::data(next))));
+            }
+            let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    if this.held.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    let last = std::mem::take(&mut this.held);
+                    return Poll::Ready(Some(Ok(Frame::data(last))));
+                }
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    if let Some(trailers) = frame.trailers_ref()
+                        && this.needles.found_in_headers(trailers)
+                    {
+                        return Poll::Ready(Some(Err(this.trip())));
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+            };
+            match this.admit(data) {
+                Err(()) => return Poll::Ready(Some(Err(this.trip()))),
+                Ok((now, later)) => {
+                    this.pending = later;
+                    if !now.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(now))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.tripped
+            || (self.held.is_empty() && self.pending.is_none() && self.inner.is_end_stream())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    fn body(chunks: Vec<&'static [u8]>) -> WasiBody {
+        let frames = chunks.into_iter().map(|chunk| {
+            Ok::<_, wasmtime_wasi_http::Error>(Frame::data(Bytes::from_static(chunk)))
+        });
+        StreamBody::new(futures::stream::iter(frames)).boxed_unsync()
+    }
+
+    async fn read(chunks: Vec<&'static [u8]>) -> (Result<Vec<u8>, String>, bool) {
+        let needles =
+            Needles::for_header("Basic b3BlcmF0b3I6c2ltLXNlY3JldA==", "operator:sim-secret")
+                .unwrap();
+        let hit = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = hit.clone();
+        let mut guarded = GuardedBody::new(body(chunks), needles, move || {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst)
+        });
+        let mut seen = Vec::new();
+        let result = loop {
+            match guarded.frame().await {
+                None => break Ok(seen),
+                Some(Ok(frame)) => seen.extend_from_slice(&frame.into_data().unwrap_or_default()),
+                Some(Err(error)) => {
+                    break Err(format!(
+                        "{error} after {} bytes: {:?}",
+                        seen.len(),
+                        String::from_utf8_lossy(&seen)
+                    ));
+                }
+            }
+        };
+        (result, hit.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn clean_bodies_pass_whole() {
+        let (result, hit) = read(vec![b"hello ", b"w", b"orld", b"", b"Basic xyz"]).await;
+        assert_eq!(result.unwrap(), b"hello worldBasic xyz");
+        assert!(!hit);
+    }
+
+    #[tokio::test]
+    async fn a_reflected_value_is_cut_before_any_of_it_passes() {
+        let (result, hit) = read(vec![
+            b"TRACE / HTTP/1.1\r\nAuthorization: Basic b3BlcmF0b3I6c2lt",
+            b"LXNlY3JldA==\r\n\r\n",
+        ])
+        .await;
+        let error = result.unwrap_err();
+        assert!(hit);
+        assert!(error.contains("reflected"), "{error}");
+        assert!(
+            !error.contains("b3BlcmF0b3I6c2lt"),
+            "part of the token passed: {error}"
+        );
+        let (result, hit) = read(vec![b"user operator:sim-secret seen"]).await;
+        assert!(result.is_err() && hit);
+        let (result, _) = read(vec![b"o", b"p", b"e", b"r", b"ator:sim-secr", b"et"]).await;
+        assert!(result.is_err());
+    }
+}
