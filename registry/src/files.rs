@@ -340,6 +340,18 @@ fn check_content(kind: &str, plaintext: &[u8]) -> ApiResult<()> {
     }
 }
 
+/// After a refused commit: counts it as late (the file's lock had ended) or
+/// as refused (what it held was wrong).
+pub fn note_refused_commit(tx: &Transaction<'_>, file_id: &str, code: Code) -> ApiResult<()> {
+    let committed = store::file(tx, file_id)?.is_some_and(|file| file.committed);
+    let counter = if code == Code::Conflict && !committed {
+        store::Counter::LateCommits
+    } else {
+        store::Counter::RefusedCommits
+    };
+    store::bump(tx, counter)
+}
+
 /// Phase three: records the commit if the lock still holds.
 pub fn record_commit(
     tx: &Transaction<'_>,

@@ -151,6 +151,10 @@ pub fn lock(
     if seconds == 0 {
         return Err(bad("lockDurationSeconds must be positive"));
     }
+    if row.state == "Locked" {
+        // Locked, but not now: its lease ran out.
+        store::bump(tx, store::Counter::ExpiredLocks)?;
+    }
     let token = crate::auth::random_token();
     let expires = now + (seconds.min(cap) as i64) * 1000;
     tx.execute(
@@ -228,6 +232,15 @@ pub fn complete(
     }
     crate::files::check_all_committed(tx, job_id, token)?;
     finish(tx, job_id, token, state, message)
+}
+
+/// After a refused complete: counts it if it tried to complete a job that is
+/// already final (anything but the idempotent repeat, which is accepted).
+pub fn note_refused_complete(tx: &Transaction<'_>, job_id: &str) -> ApiResult<()> {
+    if store::job(tx, job_id)?.is_some_and(|row| row.is_final()) {
+        store::bump(tx, store::Counter::DoubleCompletes)?;
+    }
+    Ok(())
 }
 
 /// Cancels the job for good.

@@ -12,6 +12,9 @@
 //! The command line (`corral registry ...`) works on the folder directly, also
 //! while a server runs.
 //!
+//! Every agent-service call and the token endpoint can be made to fail on
+//! purpose ([`faults`]), for tests and chaos runs.
+//!
 //! Modules: [`routes`] (the table the router and `/openapi.json` share),
 //! [`server`] (HTTP), [`auth`] (principals, tokens), [`jobs`] (the job state
 //! machine), [`files`] (uploads), [`admin`], [`store`] (SQLite), [`wire`] (JSON
@@ -19,6 +22,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod faults;
 pub mod files;
 pub mod jobs;
 pub mod keys;
@@ -30,13 +34,13 @@ pub mod wire;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use corral_envelope::keys::WrapAlgorithm;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use crate::faults::{Fault, FaultCounts, FaultRates, Faults};
 pub use crate::store::Store;
 pub use crate::wire::{ApiError, FileJson, JobJson, NewJob};
 
@@ -61,72 +65,6 @@ impl Default for RegistryConfig {
             token_lifetime: Duration::from_secs(3600),
             key_algorithm: WrapAlgorithm::RsaOaep,
             public_urls: Vec::new(),
-        }
-    }
-}
-
-/// Fault injection for tests of clients: a share of requests refused with 503
-/// or 429 before any work, and a share of answers dropped after the work.
-/// Deterministic: the faulty requests are spread evenly over the sequence of
-/// requests (at 30%, the 3rd, 6th, 9th, 13th, ...), and their kind cycles, so
-/// a test sees every kind of fault every time.
-#[derive(Debug, Default)]
-pub struct Faults {
-    per_mille: AtomicU64,
-    requests: AtomicU64,
-    faults: AtomicU64,
-    /// Answers dropped so far.
-    pub dropped: AtomicU64,
-    /// Requests refused so far.
-    pub refused: AtomicU64,
-}
-
-/// What happens to one request.
-#[derive(Debug, Default)]
-pub struct Roll {
-    /// Refuse with this status before any work.
-    pub refuse: Option<u16>,
-    /// Do the work, then drop the answer.
-    pub drop_answer: bool,
-}
-
-impl Faults {
-    /// Makes `rate` (0.0 to 1.0) of requests fail: a third refused with 503, a
-    /// third with 429, a third with the answer dropped after the work.
-    pub fn set_rate(&self, rate: f64) {
-        self.per_mille
-            .store((rate.clamp(0.0, 1.0) * 1000.0) as u64, Ordering::Relaxed);
-    }
-
-    /// Decides the fate of one request.
-    pub fn roll(&self) -> Roll {
-        let rate = self.per_mille.load(Ordering::Relaxed);
-        if rate == 0 {
-            return Roll::default();
-        }
-        let n = self.requests.fetch_add(1, Ordering::Relaxed);
-        if (n + 1) * rate / 1000 == n * rate / 1000 {
-            return Roll::default();
-        }
-        match self.faults.fetch_add(1, Ordering::Relaxed) % 3 {
-            0 => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                Roll {
-                    refuse: Some(503),
-                    drop_answer: false,
-                }
-            }
-            1 => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                Roll {
-                    refuse: Some(429),
-                    drop_answer: false,
-                }
-            }
-            _ => Roll {
-                refuse: None,
-                drop_answer: true,
-            },
         }
     }
 }

@@ -26,6 +26,9 @@ pub enum Endpoint {
     AdminJobFiles,
     AdminFileContent,
     AdminDevices,
+    AdminFaults,
+    AdminSetFaults,
+    AdminStats,
     OpenApi,
 }
 
@@ -253,6 +256,39 @@ pub static ROUTES: &[Route] = &[
         "Devices learned from discovery results, with their latest thumbnail",
         None,
         [(200, "[Device]")]
+    ),
+    route!(
+        "GET",
+        "/admin/api/v1/faults",
+        AdminFaults,
+        Admin,
+        "The fault injection rates and what was injected so far",
+        None,
+        [(
+            200,
+            "{rates: {fail, drop, lose}, counts: {requests, refused, dropped, lost}}"
+        )]
+    ),
+    route!(
+        "PUT",
+        "/admin/api/v1/faults",
+        AdminSetFaults,
+        Admin,
+        "Sets the shares of agent-service and token calls refused (5xx, 429), dropped before the call, or whose answer is lost after it (all 0: no faults)",
+        Some("{fail, drop, lose}, each 0 to 1"),
+        [(200, "the same as GET"), (400, "shares out of range")]
+    ),
+    route!(
+        "GET",
+        "/admin/api/v1/stats",
+        AdminStats,
+        Admin,
+        "What the registry counted across restarts: double completes, refused and late commits, expired locks; and the faults injected since it started",
+        None,
+        [(
+            200,
+            "{doubleCompletes, refusedCommits, lateCommits, expiredLocks, faults}"
+        )]
     ),
     route!(
         "GET",

@@ -4,10 +4,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -16,8 +15,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::faults::{Fault, FaultRates};
 use crate::routes::{self, Caller, Endpoint, Route};
 use crate::store::rfc3339;
+use crate::store::{self, Counter};
 use crate::wire::{self, ApiError, ApiResult, Code, bad};
 use crate::{Registry, admin, auth, files, jobs};
 
@@ -55,32 +56,61 @@ pub fn own_url(addr: SocketAddr) -> String {
 }
 
 async fn handle(registry: &Registry, request: Request<Incoming>) -> Result<Answer, std::io::Error> {
-    let faults = registry.faults();
-    let roll = faults.roll();
-    if let Some(status) = roll.refuse {
-        let mut answer = error(&ApiError::new(
-            if status == 429 {
-                Code::TooManyRequests
-            } else {
-                Code::Unavailable
-            },
-            "simulated overload",
-        ));
-        answer
-            .headers_mut()
-            .insert("retry-after", "0".parse().expect("static header"));
-        return Ok(answer);
+    // Faults hit agent-service calls and the token endpoint, never the admin
+    // API (a chaos run must be able to switch them off).
+    let endpoint = routes::find(request.method().as_str(), request.uri().path())
+        .ok()
+        .map(|(route, _)| route)
+        .filter(|route| route.caller != Caller::Admin && route.endpoint != Endpoint::OpenApi)
+        .map(|route| route.endpoint);
+    let fault = endpoint.and_then(|endpoint| registry.faults().roll(endpoint));
+    match fault {
+        Some(Fault::Refuse {
+            status,
+            retry_after,
+        }) => return Ok(injected_refusal(endpoint, status, retry_after)),
+        Some(Fault::Drop) => {
+            // Nothing was done; the connection closes without an answer.
+            return Err(std::io::Error::other("injected fault: connection dropped"));
+        }
+        Some(Fault::Lose) | None => {}
     }
     let answer = match dispatch(registry, request).await {
         Ok(answer) => answer,
         Err(refusal) => error(&refusal),
     };
-    if roll.drop_answer {
+    if fault == Some(Fault::Lose) {
         // The work is done; the answer is lost, as on a dropped connection.
-        faults.dropped.fetch_add(1, Ordering::Relaxed);
-        return Err(std::io::Error::other("simulated dropped answer"));
+        return Err(std::io::Error::other("injected fault: answer lost"));
     }
     Ok(answer)
+}
+
+/// An injected 5xx or 429, in the form the endpoint answers errors in.
+fn injected_refusal(endpoint: Option<Endpoint>, status: u16, retry_after: Option<u64>) -> Answer {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let body = if endpoint == Some(Endpoint::Token) {
+        let code = if status == StatusCode::TOO_MANY_REQUESTS {
+            "temporarily_unavailable"
+        } else {
+            "server_error"
+        };
+        serde_json::json!({ "error": code, "error_description": "injected fault" })
+    } else {
+        let code = match status {
+            StatusCode::TOO_MANY_REQUESTS => Code::TooManyRequests,
+            StatusCode::INTERNAL_SERVER_ERROR => Code::Internal,
+            _ => Code::Unavailable,
+        };
+        serde_json::json!({ "error": code.name(), "message": "injected fault" })
+    };
+    let mut answer = json_answer(status, body.to_string());
+    if let Some(seconds) = retry_after
+        && let Ok(value) = seconds.to_string().parse()
+    {
+        answer.headers_mut().insert(RETRY_AFTER, value);
+    }
+    answer
 }
 
 fn error(refusal: &ApiError) -> Answer {
@@ -383,17 +413,24 @@ async fn agent_or_admin(
         Endpoint::Complete => {
             let body: wire::CompleteBody = json_body(request).await?;
             let job_id = param(0);
-            store
+            let id = job_id.clone();
+            let completed = store
                 .transaction(move |tx| {
                     jobs::complete(
                         tx,
-                        &job_id,
+                        &id,
                         &body.lock_token,
                         &body.state,
                         body.message.as_deref(),
                     )
                 })
-                .await?;
+                .await;
+            if let Err(refusal) = completed {
+                store
+                    .transaction(move |tx| jobs::note_refused_complete(tx, &job_id))
+                    .await?;
+                return Err(refusal);
+            }
             sweep(&store);
             Ok(empty(StatusCode::NO_CONTENT))
         }
@@ -445,31 +482,49 @@ async fn agent_or_admin(
             Ok(empty(StatusCode::CREATED))
         }
         Endpoint::CompleteFile => {
-            let body: wire::CompleteFileBody = json_body(request).await?;
             let file_id = param(0);
-            let body = Arc::new(body);
-            let (planner, plan_body, plan_id) = (store.clone(), body.clone(), file_id.clone());
-            let plan = store
-                .transaction(move |tx| files::plan_commit(tx, &planner, &plan_id, &plan_body))
-                .await?;
-            if plan.already {
-                return Ok(empty(StatusCode::NO_CONTENT));
+            let committed = commit_file(&store, file_id.clone(), request).await;
+            if let Err(refusal) = &committed {
+                let code = refusal.code;
+                store
+                    .transaction(move |tx| files::note_refused_commit(tx, &file_id, code))
+                    .await?;
             }
-            let plan = Arc::new(plan);
-            let (verify_plan, length) = (plan.clone(), body.content_length);
-            let verified = tokio::task::spawn_blocking(move || files::verify(&verify_plan, length))
-                .await
-                .map_err(|error| ApiError::new(Code::Internal, error.to_string()))??;
-            let block_ids = body.block_ids.clone();
-            store
-                .transaction(move |tx| files::record_commit(tx, &plan, &body, &verified))
+            committed
+        }
+        Endpoint::AdminFaults => Ok(faults_answer(registry)),
+        Endpoint::AdminSetFaults => {
+            let rates: FaultRates = json_body(request).await?;
+            let shares = [rates.fail, rates.drop, rates.lose];
+            if shares.iter().any(|share| !(0.0..=1.0).contains(share))
+                || shares.iter().sum::<f64>() > 1.0 + 1e-9
+            {
+                return Err(bad(
+                    "fail, drop and lose are shares from 0 to 1, adding up to at most 1",
+                ));
+            }
+            registry.faults().set(rates);
+            Ok(faults_answer(registry))
+        }
+        Endpoint::AdminStats => {
+            let counts = store
+                .transaction(|tx| {
+                    Ok([
+                        store::count(tx, Counter::DoubleCompletes)?,
+                        store::count(tx, Counter::RefusedCommits)?,
+                        store::count(tx, Counter::LateCommits)?,
+                        store::count(tx, Counter::ExpiredLocks)?,
+                    ])
+                })
                 .await?;
-            let pruner = store.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                files::prune_blocks(&pruner, &file_id, &block_ids)
-            })
-            .await;
-            Ok(empty(StatusCode::NO_CONTENT))
+            let json = serde_json::json!({
+                "doubleCompletes": counts[0],
+                "refusedCommits": counts[1],
+                "lateCommits": counts[2],
+                "expiredLocks": counts[3],
+                "faults": registry.faults().counts(),
+            });
+            Ok(json_answer(StatusCode::OK, json.to_string()))
         }
         Endpoint::AdminPostJobs => {
             let value: serde_json::Value = json_body(request).await?;
@@ -533,4 +588,43 @@ async fn agent_or_admin(
             ))
         }
     }
+}
+
+/// Complete file: plan (database), verify every block (no database), record.
+async fn commit_file(
+    store: &crate::Store,
+    file_id: String,
+    request: Request<Incoming>,
+) -> ApiResult<Answer> {
+    let store = store.clone();
+    let body: wire::CompleteFileBody = json_body(request).await?;
+    let body = Arc::new(body);
+    let (planner, plan_body, plan_id) = (store.clone(), body.clone(), file_id.clone());
+    let plan = store
+        .transaction(move |tx| files::plan_commit(tx, &planner, &plan_id, &plan_body))
+        .await?;
+    if plan.already {
+        return Ok(empty(StatusCode::NO_CONTENT));
+    }
+    let plan = Arc::new(plan);
+    let (verify_plan, length) = (plan.clone(), body.content_length);
+    let verified = tokio::task::spawn_blocking(move || files::verify(&verify_plan, length))
+        .await
+        .map_err(|error| ApiError::new(Code::Internal, error.to_string()))??;
+    let block_ids = body.block_ids.clone();
+    store
+        .transaction(move |tx| files::record_commit(tx, &plan, &body, &verified))
+        .await?;
+    let pruner = store.clone();
+    let _ = tokio::task::spawn_blocking(move || files::prune_blocks(&pruner, &file_id, &block_ids))
+        .await;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+fn faults_answer(registry: &Registry) -> Answer {
+    let json = serde_json::json!({
+        "rates": registry.faults().rates(),
+        "counts": registry.faults().counts(),
+    });
+    json_answer(StatusCode::OK, json.to_string())
 }

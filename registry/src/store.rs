@@ -81,6 +81,11 @@ CREATE TABLE IF NOT EXISTS blocks (
     length INTEGER NOT NULL,
     PRIMARY KEY (file_id, block_id)
 );
+-- What the registry counts across restarts (see `Counter`).
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 "#;
 
 /// The database and the folders beside it.
@@ -183,6 +188,55 @@ impl Store {
         transaction.commit()?;
         Ok(value)
     }
+}
+
+/// What the registry counts, kept in the database so a restart (even
+/// `kill -9`) loses no count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// A complete of a job already final, other than an idempotent repeat.
+    DoubleCompletes,
+    /// A commit refused for what it held (400, or a second commit of a file
+    /// with another block list).
+    RefusedCommits,
+    /// A commit refused because the lock its file was initialized under had
+    /// ended (409).
+    LateCommits,
+    /// A lock granted on a job whose previous lock had expired.
+    ExpiredLocks,
+}
+
+impl Counter {
+    fn name(self) -> &'static str {
+        match self {
+            Counter::DoubleCompletes => "double_completes",
+            Counter::RefusedCommits => "refused_commits",
+            Counter::LateCommits => "late_commits",
+            Counter::ExpiredLocks => "expired_locks",
+        }
+    }
+}
+
+/// Adds one to `counter`.
+pub fn bump(tx: &Transaction<'_>, counter: Counter) -> Result<(), ApiError> {
+    tx.execute(
+        "INSERT INTO counters (name, value) VALUES (?1, 1)
+         ON CONFLICT (name) DO UPDATE SET value = value + 1",
+        [counter.name()],
+    )?;
+    Ok(())
+}
+
+/// The value of `counter`.
+pub fn count(tx: &Transaction<'_>, counter: Counter) -> Result<u64, ApiError> {
+    let value: Option<i64> = tx
+        .query_row(
+            "SELECT value FROM counters WHERE name = ?1",
+            [counter.name()],
+            |row| row.get(0),
+        )
+        .ok();
+    Ok(value.unwrap_or(0).max(0) as u64)
 }
 
 /// One row of `jobs`.

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use corral::agent::catalog::Catalog;
 use corral::agent::config::AgentConfig;
-use corral::agent::{Agent, Stop};
+use corral::agent::{Agent, JobHook, Stop};
 use corral::bundled;
 use corral::client::RegistryClient;
 use corral::client::connection::ConnectionFile;
+use corral::client::retry::RetryPolicy;
 use corral::engine::{Runtime, RuntimeConfig};
 use corral::secrets::Secrets;
 use corral_camera_sim::{CameraSim, SimConfig};
@@ -110,14 +111,42 @@ impl World {
 
     /// Starts an agent with `config` (its guests folder) and `secrets`.
     pub fn agent_with(&self, config: AgentConfig, secrets: Secrets) -> RunningAgent {
-        let catalog = Catalog::load(&self.runtime, &config.guests_dir).expect("guests");
-        let agent = Agent::with_parts(
-            self.client(),
-            catalog.clone(),
-            config,
-            secrets,
-            fast_retry(),
-        );
+        self.agent_built(config, secrets, fast_retry(), None)
+    }
+
+    /// Starts an agent whose registry calls give up after `deadline` of retries.
+    pub fn agent_giving_up_after(&self, config: AgentConfig, deadline: Duration) -> RunningAgent {
+        let retry = RetryPolicy {
+            deadline,
+            ..fast_retry()
+        };
+        self.agent_built(config, self.secrets(), retry, None)
+    }
+
+    /// Starts an agent that runs `hook` at the start of every job.
+    pub fn agent_with_hook(&self, config: AgentConfig, hook: JobHook) -> RunningAgent {
+        self.agent_built(config, self.secrets(), fast_retry(), Some(hook))
+    }
+
+    fn agent_built(
+        &self,
+        config: AgentConfig,
+        secrets: Secrets,
+        retry: RetryPolicy,
+        hook: Option<JobHook>,
+    ) -> RunningAgent {
+        // The agent's guests are loaded against its secrets.
+        let runtime = Runtime::new(RuntimeConfig { max_instances: 32 })
+            .expect("engine")
+            .with_secrets(Arc::new(secrets));
+        let catalog = Catalog::load(&runtime, &config.guests_dir).expect("guests");
+        let file = ConnectionFile::load(&self.connection).expect("connection file");
+        let client = RegistryClient::from_connection_file(&file, &self.agent_id, None, None, retry)
+            .expect("client");
+        let mut agent = Agent::with_parts(client, catalog.clone(), config, retry);
+        if let Some(hook) = hook {
+            agent = agent.with_job_hook(hook);
+        }
         RunningAgent {
             stop: agent.stopper(),
             metrics: agent.metrics(),

@@ -3,6 +3,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use super::outcome::ReleaseCause;
+
 /// What the agent counts.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -24,12 +26,27 @@ pub struct Metrics {
     pub guest_micros: AtomicU64,
     /// Jobs running now.
     pub running: AtomicI64,
+    /// Releases, by [`ReleaseCause`] (indexed by [`ReleaseCause::index`]).
+    pub released_by: [AtomicU64; 4],
+    /// Job tasks that panicked (the agent went on).
+    pub panics: AtomicU64,
 }
 
 impl Metrics {
     /// Adds one to `counter`.
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one release for `cause` (and in the `released` total).
+    pub fn count_release(&self, cause: ReleaseCause) {
+        Metrics::bump(&self.released);
+        Metrics::bump(&self.released_by[cause.index()]);
+    }
+
+    /// Releases counted for `cause`.
+    pub fn releases(&self, cause: ReleaseCause) -> u64 {
+        self.released_by[cause.index()].load(Ordering::Relaxed)
     }
 
     /// The Prometheus text exposition.
@@ -53,7 +70,23 @@ impl Metrics {
                 get(counter)
             );
         }
+        text.push_str(
+            "# HELP corral_releases_total Jobs released, by cause.\n# TYPE corral_releases_total counter\n",
+        );
+        for cause in ReleaseCause::ALL {
+            let _ = writeln!(
+                text,
+                "corral_releases_total{{cause=\"{}\"}} {}",
+                cause.name(),
+                self.releases(cause)
+            );
+        }
         for (name, help, value) in [
+            (
+                "corral_job_panics_total",
+                "Job tasks that panicked; their locks were released or left to expire.",
+                get(&self.panics),
+            ),
             (
                 "corral_bytes_uploaded_total",
                 "Plaintext bytes of committed files.",

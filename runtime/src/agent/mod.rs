@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod config;
 pub mod lease;
 pub mod metrics;
+pub mod outcome;
 pub mod runner;
 pub mod status;
 
@@ -97,12 +98,19 @@ pub struct AgentCtx {
     pub(crate) client: RegistryClient,
     pub(crate) catalog: Catalog,
     pub(crate) config: AgentConfig,
-    pub(crate) secrets: Arc<Secrets>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) retry: RetryPolicy,
     pub(crate) stop: Stop,
     pub(crate) reload: Arc<Notify>,
+    /// Runs at the start of every job, inside its task (tests only).
+    pub(crate) job_hook: Option<JobHook>,
 }
+
+/// A function run at the start of every job, inside the job's task, once
+/// its lock is held: tests use one that panics to show what a panicking job
+/// does. Only code that builds an [`Agent`] can set one; nothing a guest or
+/// the registry sends can.
+pub type JobHook = Arc<dyn Fn(&crate::protocol::Job) + Send + Sync>;
 
 /// Why an agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -132,12 +140,15 @@ pub struct Agent {
 impl Agent {
     /// Loads the connection file and the guests, and gets a first token, so any
     /// problem stops start-up with one message.
-    pub async fn start(config: AgentConfig, secrets: Secrets) -> Result<Agent, StartError> {
+    pub async fn start(config: AgentConfig, mut secrets: Secrets) -> Result<Agent, StartError> {
         let file = ConnectionFile::load(&config.connection_file)?;
+        config.bind_secrets(&mut secrets);
         let runtime = Runtime::new(RuntimeConfig {
             max_instances: (config.max_jobs as u32 + 4) * 2,
         })?
-        .with_cache(&config.cache_dir)?;
+        .with_cache(&config.cache_dir)?
+        .with_secrets(Arc::new(secrets.clone()))
+        .with_policy(Arc::new(config.policy.clone()));
         let catalog = Catalog::load(&runtime, &config.guests_dir)?;
         let retry = RetryPolicy::default();
         let client = RegistryClient::from_connection_file(
@@ -149,7 +160,7 @@ impl Agent {
         )
         .map_err(StartError::Setup)?;
         client.check().await.map_err(StartError::Registry)?;
-        Ok(Agent::with_parts(client, catalog, config, secrets, retry))
+        Ok(Agent::with_parts(client, catalog, config, retry))
     }
 
     /// An agent from parts already set up (the demo and tests).
@@ -157,7 +168,6 @@ impl Agent {
         client: RegistryClient,
         catalog: Catalog,
         config: AgentConfig,
-        secrets: Secrets,
         retry: RetryPolicy,
     ) -> Agent {
         Agent {
@@ -165,13 +175,22 @@ impl Agent {
                 client,
                 catalog,
                 config,
-                secrets: Arc::new(secrets),
                 metrics: Arc::new(Metrics::default()),
                 retry,
                 stop: Stop::default(),
                 reload: Arc::new(Notify::new()),
+                job_hook: None,
             }),
         }
+    }
+
+    /// Runs `hook` at the start of every job (see [`JobHook`]). Call it
+    /// before [`Agent::run`].
+    pub fn with_job_hook(mut self, hook: JobHook) -> Agent {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            ctx.job_hook = Some(hook);
+        }
+        self
     }
 
     /// Its counters.
@@ -329,8 +348,19 @@ async fn take_jobs(
                 tracing::info!(job = job.job_id, "locked {} job", job.job_type);
                 let job_type = job.job_type;
                 let task = running.tasks.spawn(async move {
+                    use futures::FutureExt;
                     ctx.metrics.running.fetch_add(1, Ordering::Relaxed);
-                    let result = runner::run(ctx.clone(), job, lock).await;
+                    let job_id = job.job_id.clone();
+                    // A panic unwinds through the job's locked value, which
+                    // releases its lock and stops its helpers; the agent goes on.
+                    let result = std::panic::AssertUnwindSafe(runner::run(ctx.clone(), job, lock))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            Metrics::bump(&ctx.metrics.panics);
+                            tracing::error!(job = job_id, "the job's task panicked");
+                            Ended::NotReported("the job's task panicked".into())
+                        });
                     ctx.metrics.running.fetch_sub(1, Ordering::Relaxed);
                     ended.notify_one();
                     result

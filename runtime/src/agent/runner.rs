@@ -1,10 +1,11 @@
 //! One locked job, from the guest to the registry's verdict.
 //!
 //! The guest runs with its outputs going to the upload pipeline; beside it the
-//! lease keeper renews the lock and a forwarder sends progress (at most once a
-//! second, and always the last value). If the lock is lost, the guest is
-//! stopped at once (its store dropped), nothing is committed and the job is
-//! not completed. Otherwise the outcome becomes complete, release or cancel.
+//! [locked job](LockedJob) renews the lock and forwards progress. If the lock
+//! is lost, the guest is stopped at once (its store dropped), nothing is
+//! committed and the job is not completed. Otherwise the guest's outcome and
+//! the registry errors the job met become complete, release or cancel, by the
+//! rules of [`outcome`](super::outcome).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,12 +14,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::AgentCtx;
+use super::lease::{LockedJob, NotRecorded};
 use super::metrics::Metrics;
-use crate::client::{JobUploads, RegistryError};
+use super::outcome::{self, Ending, ReleaseCause};
+use crate::client::JobUploads;
 use crate::guest::{Guest, JobEnv, JobOutcome, JobReport};
-use crate::protocol::{
-    CompletionState, DiscoveredDevice, FileKind, Job, JobType, LockGranted, format_rfc3339,
-};
+use crate::protocol::{CompletionState, FileKind, Job, JobType, LockGranted, format_rfc3339};
 use crate::sandbox::progress::{self, Progress};
 use crate::sink::{NullSink, OutputSink};
 use crate::upload::UploadSink;
@@ -29,12 +30,12 @@ pub enum Ended {
     /// Completed in this state.
     Completed(CompletionState),
     /// Released for later.
-    Released,
+    Released(ReleaseCause),
     /// Cancelled.
     Cancelled,
     /// The lock was lost; nothing was completed.
     LockLost,
-    /// The registry refused the outcome call.
+    /// The registry did not record any ending; the lock expires.
     NotReported(String),
 }
 
@@ -45,7 +46,7 @@ impl Ended {
             Ended::Completed(CompletionState::Completed) => "completed",
             Ended::Completed(CompletionState::PartiallyCompleted) => "partially completed",
             Ended::Completed(CompletionState::Failed) => "failed",
-            Ended::Released => "released",
+            Ended::Released(_) => "released",
             Ended::Cancelled => "cancelled",
             Ended::LockLost => "lock lost",
             Ended::NotReported(_) => "not reported",
@@ -55,65 +56,61 @@ impl Ended {
 
 /// Runs `job` under `lock` to its end.
 pub async fn run(ctx: Arc<AgentCtx>, job: Job, lock: LockGranted) -> Ended {
-    let token = lock.lock_token.clone();
-    let keeper = tokio::spawn(super::lease::keep(
+    let mut locked = LockedJob::start(
         ctx.client.clone(),
-        job.job_id.clone(),
-        token.clone(),
+        &job.job_id,
+        lock,
         ctx.config.lock_duration,
-        lock.lock_expiration_utc,
         ctx.metrics.clone(),
-    ));
+    );
+    if let Some(hook) = &ctx.job_hook {
+        hook(&job);
+    }
     let (progress_tx, progress_rx) = progress::channel();
-    let forwarder = tokio::spawn(forward_progress(
-        ctx.clone(),
-        job.job_id.clone(),
-        token.clone(),
-        progress_rx,
-    ));
-    let mut stop = ctx.stop.clone();
-    let mut work = Box::pin(work(&ctx, &job, &token, progress_tx));
-    let keeper_abort = keeper.abort_handle();
-    let mut keeper_done = Box::pin(async {
-        keeper
-            .await
-            .unwrap_or_else(|join| RegistryError::LockLost(join.to_string()))
-    });
-    let interrupted = tokio::select! {
-        report = &mut work => Ok(report),
-        lost = &mut keeper_done => Err(Some(lost)),
-        () = stop.wait_for_release() => Err(None),
+    locked.forward_progress(progress_rx);
+    let kind = match job.job_type {
+        JobType::MediaRequest => FileKind::Media,
+        JobType::Thumbnail => FileKind::Thumbnail,
+        JobType::Discovery => FileKind::Discovery,
     };
-    let outcome = match interrupted {
-        Ok(report) => report,
-        Err(lost) => {
-            // Dropping the work drops the guest's store and every upload of
-            // the job: nothing more runs, nothing commits.
-            drop(work);
-            forwarder.abort();
-            return match lost {
-                Some(lost) => {
-                    tracing::warn!(
-                        job = job.job_id,
-                        "lock lost, guest stopped, job not completed: {lost}"
-                    );
-                    Metrics::bump(&ctx.metrics.lock_lost);
-                    Ended::LockLost
-                }
-                None => {
-                    let ended = release(&ctx, &job, &token, "the agent is shutting down").await;
-                    keeper_abort.abort();
-                    ended
-                }
-            };
+    let range = job
+        .start_time_utc
+        .zip(job.end_time_utc)
+        .map(|(start, end)| (format_rfc3339(start), format_rfc3339(end)));
+    let uploads = locked.uploads(kind, job.device_id.clone(), range);
+    let faults = locked.faults().clone();
+    let mut stop = ctx.stop.clone();
+    let interrupted = {
+        let work = work(&ctx, &job, uploads, faults.clone(), progress_tx);
+        tokio::select! {
+            report = work => Ok(report),
+            lost = locked.lost() => Err(Some(lost)),
+            () = stop.wait_for_release() => Err(None),
+        }
+    };
+    // Past this point the work is dropped: its guest store and every upload
+    // of the job with it, so nothing more runs and nothing commits.
+    let work = match interrupted {
+        Ok(work) => work,
+        Err(Some(lost)) => {
+            tracing::warn!(
+                job = job.job_id,
+                "lock lost, guest stopped, job not completed: {lost}"
+            );
+            Metrics::bump(&ctx.metrics.lock_lost);
+            locked.abandon();
+            return Ended::LockLost;
+        }
+        Err(None) => {
+            let ending =
+                Ending::Release(ReleaseCause::Shutdown, "the agent is shutting down".into());
+            return end(&ctx, locked, ending, &JobOutcome::Completed, 0).await;
         }
     };
     // The guest's progress channel is closed: the forwarder sends the last value.
-    let _ = tokio::time::timeout(Duration::from_secs(10), forwarder).await;
-    let ended = report(&ctx, &job, &token, outcome).await;
-    // Stop the keeper only now: the lock had to hold while reporting.
-    keeper_abort.abort();
-    ended
+    locked.progress_sent().await;
+    let ending = outcome::decide(&work.outcome, &faults.errors());
+    end(&ctx, locked, ending, &work.outcome, work.bytes).await
 }
 
 /// What the guest(s) produced, with the files already uploaded.
@@ -125,51 +122,32 @@ struct Work {
 async fn work(
     ctx: &Arc<AgentCtx>,
     job: &Job,
-    token: &str,
+    uploads: JobUploads,
+    faults: crate::client::JobFaults,
     progress: watch::Sender<Progress>,
 ) -> Work {
-    let guests = ctx.catalog.route(job);
-    if guests.is_empty() {
-        // The guest may have been unloaded since the poll: another agent (or
-        // this one, later) may still do the job, so it is released, not cancelled.
-        return Work {
-            outcome: JobOutcome::Unavailable(format!(
-                "no guest of this agent serves {} jobs now",
-                job.job_type
-            )),
-            bytes: 0,
-        };
-    }
-    let kind = match job.job_type {
-        JobType::MediaRequest => FileKind::Media,
-        JobType::Thumbnail => FileKind::Thumbnail,
-        JobType::Discovery => FileKind::Discovery,
+    let guests = match ctx.catalog.route(job) {
+        super::catalog::Route::To(guests) => guests,
+        // The guest may have been unloaded since the poll, or no guest knows
+        // the device yet: another agent (or this one, later) may still do the
+        // job, so it is released, not cancelled.
+        super::catalog::Route::Nowhere(why) => {
+            return Work {
+                outcome: JobOutcome::Unavailable(why),
+                bytes: 0,
+            };
+        }
     };
-    let range = job
-        .start_time_utc
-        .zip(job.end_time_utc)
-        .map(|(start, end)| (format_rfc3339(start), format_rfc3339(end)));
-    let uploads = JobUploads::new(
-        ctx.client.clone(),
-        &job.job_id,
-        token,
-        kind,
-        job.device_id.clone(),
-        range,
-    );
     let upload_config = crate::upload::UploadConfig {
         blocks_in_flight: ctx.config.blocks_in_flight,
         retry: ctx.retry,
     };
-    let sink: Arc<dyn OutputSink> = Arc::new(UploadSink::new(Arc::new(uploads), upload_config));
+    let sink: Arc<dyn OutputSink> =
+        Arc::new(UploadSink::new(Arc::new(uploads), upload_config).with_faults(faults));
     if job.job_type == JobType::Discovery {
         return discover(ctx, job, &guests, sink, progress).await;
     }
-    let env = JobEnv {
-        sink,
-        secrets: ctx.secrets.clone(),
-        progress,
-    };
+    let env = JobEnv { sink, progress };
     let report = guests[0].run(job, env).await;
     account(ctx, &report);
     Work {
@@ -192,36 +170,24 @@ async fn discover(
     sink: Arc<dyn OutputSink>,
     progress: watch::Sender<Progress>,
 ) -> Work {
-    let mut devices: Vec<DiscoveredDevice> = Vec::new();
+    let mut found = Vec::new();
     let mut failures = Vec::new();
     for guest in guests {
         // Discovery's result is the device list; a guest's own files go nowhere.
         let env = JobEnv {
             sink: Arc::new(NullSink),
-            secrets: ctx.secrets.clone(),
             progress: progress.clone(),
         };
         let report = guest.run(job, env).await;
         account(ctx, &report);
         match report.outcome {
-            JobOutcome::Discovered(found) => {
-                ctx.catalog.learn_devices(
-                    &guest.manifest().name,
-                    found.iter().map(|device| device.device_id.as_str()),
-                );
-                for device in found {
-                    if !devices
-                        .iter()
-                        .any(|known| known.device_id == device.device_id)
-                    {
-                        devices.push(device);
-                    }
-                }
-            }
+            JobOutcome::Discovered(devices) => found.push((guest.manifest().name.clone(), devices)),
             other => failures.push((guest.manifest().name.clone(), other)),
         }
     }
     drop(progress);
+    // Each device once, and only from the guest that owns it.
+    let devices = ctx.catalog.claim_devices(found);
     if devices.is_empty()
         && let Some((name, first)) = failures.first()
     {
@@ -263,73 +229,35 @@ async fn discover(
     Work { outcome, bytes }
 }
 
-/// Sends progress at most once a second, and the last value as soon as the
-/// guest ends (its progress channel closes).
-async fn forward_progress(
-    ctx: Arc<AgentCtx>,
-    job_id: String,
-    token: String,
-    mut progress: watch::Receiver<Progress>,
-) {
-    let mut sent = Progress::default();
-    let mut next_send = tokio::time::Instant::now();
-    'forward: while progress.changed().await.is_ok() {
-        while tokio::time::Instant::now() < next_send {
-            tokio::select! {
-                () = tokio::time::sleep_until(next_send) => {}
-                changed = progress.changed() => if changed.is_err() { break 'forward },
-            }
+/// Ends the job as `ending` says; if the registry does not take a complete or
+/// a cancel, releases it instead (PROTOCOL.md: another agent may then do it).
+async fn end(
+    ctx: &AgentCtx,
+    locked: LockedJob,
+    ending: Ending,
+    guest: &JobOutcome,
+    bytes: u64,
+) -> Ended {
+    let id = locked.job_id().to_string();
+    let (result, ended, detail) = match ending {
+        Ending::Abandon(why) => {
+            tracing::warn!(job = id, "lock lost, job not completed: {why}");
+            Metrics::bump(&ctx.metrics.lock_lost);
+            locked.abandon();
+            return Ended::LockLost;
         }
-        let now = *progress.borrow_and_update();
-        if now != sent && now.total > 0 {
-            if let Err(error) = ctx
-                .client
-                .progress(&job_id, &token, now.done, now.total)
-                .await
-            {
-                tracing::debug!(job = job_id, "progress not recorded: {error}");
-            }
-            sent = now;
-            next_send = tokio::time::Instant::now() + Duration::from_secs(1);
+        Ending::Release(cause, why) => return release(ctx, locked, cause, &why).await,
+        Ending::Complete(state, message) => {
+            let detail = message.clone().unwrap_or_else(|| outcome_text(guest));
+            (
+                locked.complete(state, message).await,
+                Ended::Completed(state),
+                detail,
+            )
         }
-    }
-    let last = *progress.borrow();
-    if last != sent && last.total > 0 {
-        let _ = ctx
-            .client
-            .progress(&job_id, &token, last.done, last.total)
-            .await;
-    }
-}
-
-/// Turns the outcome into complete, release or cancel.
-async fn report(ctx: &AgentCtx, job: &Job, token: &str, work: Work) -> Ended {
-    let id = &job.job_id;
-    let (call, ended) = match &work.outcome {
-        JobOutcome::Completed | JobOutcome::Discovered(_) => (
-            ctx.client
-                .complete(id, token, CompletionState::Completed, None)
-                .await,
-            Ended::Completed(CompletionState::Completed),
-        ),
-        JobOutcome::PartiallyCompleted => (
-            ctx.client
-                .complete(id, token, CompletionState::PartiallyCompleted, None)
-                .await,
-            Ended::Completed(CompletionState::PartiallyCompleted),
-        ),
-        JobOutcome::Failed(message) => (
-            ctx.client
-                .complete(id, token, CompletionState::Failed, Some(message.clone()))
-                .await,
-            Ended::Completed(CompletionState::Failed),
-        ),
-        JobOutcome::Unsupported(reason) => {
-            (ctx.client.cancel(id, token, reason).await, Ended::Cancelled)
-        }
-        JobOutcome::Unavailable(why) => return release(ctx, job, token, why).await,
+        Ending::Cancel(reason) => (locked.cancel(&reason).await, Ended::Cancelled, reason),
     };
-    match call {
+    match result {
         Ok(()) => {
             let counter = match &ended {
                 Ended::Completed(CompletionState::Completed) => &ctx.metrics.completed,
@@ -342,8 +270,7 @@ async fn report(ctx: &AgentCtx, job: &Job, token: &str, work: Work) -> Ended {
             Metrics::bump(counter);
             ctx.metrics
                 .bytes_uploaded
-                .fetch_add(work.bytes, Ordering::Relaxed);
-            let detail = outcome_text(&work.outcome);
+                .fetch_add(bytes, Ordering::Relaxed);
             tracing::info!(
                 job = id,
                 "{}{}{detail}",
@@ -352,32 +279,37 @@ async fn report(ctx: &AgentCtx, job: &Job, token: &str, work: Work) -> Ended {
             );
             ended
         }
-        Err(RegistryError::LockLost(why)) => {
-            tracing::warn!(job = id, "lock lost before the outcome was recorded: {why}");
-            Metrics::bump(&ctx.metrics.lock_lost);
-            Ended::LockLost
-        }
-        Err(error) => {
-            tracing::error!(job = id, "the registry did not record the outcome: {error}");
+        Err(NotRecorded { error, job }) => {
             Metrics::bump(&ctx.metrics.registry_errors);
-            Ended::NotReported(error.to_string())
+            match (outcome::after_failed_ending(&error), job) {
+                (Ending::Release(cause, why), Some(locked)) => {
+                    let locked = *locked;
+                    tracing::warn!(job = id, "the registry did not record the outcome: {why}");
+                    release(ctx, locked, cause, &why).await
+                }
+                _ => {
+                    tracing::warn!(
+                        job = id,
+                        "lock lost before the outcome was recorded: {error}"
+                    );
+                    Metrics::bump(&ctx.metrics.lock_lost);
+                    Ended::LockLost
+                }
+            }
         }
     }
 }
 
-async fn release(ctx: &AgentCtx, job: &Job, token: &str, why: &str) -> Ended {
-    match ctx.client.release(&job.job_id, token).await {
+async fn release(ctx: &AgentCtx, locked: LockedJob, cause: ReleaseCause, why: &str) -> Ended {
+    let id = locked.job_id().to_string();
+    match locked.release(cause).await {
         Ok(()) => {
-            Metrics::bump(&ctx.metrics.released);
-            tracing::info!(job = job.job_id, "released: {why}");
-            Ended::Released
+            tracing::info!(job = id, "released ({}): {why}", cause.name());
+            Ended::Released(cause)
         }
         Err(error) => {
             Metrics::bump(&ctx.metrics.registry_errors);
-            tracing::warn!(
-                job = job.job_id,
-                "release failed (the lock will expire): {error}"
-            );
+            tracing::warn!(job = id, "release failed (the lock will expire): {error}");
             Ended::NotReported(error.to_string())
         }
     }

@@ -35,6 +35,13 @@ enum Command {
         /// Another base URL the registry is reached under (for token audiences).
         #[arg(long = "public-url")]
         public_urls: Vec<String>,
+        /// Inject faults into every agent-service call and the token endpoint,
+        /// for chaos runs: shares of calls refused with a 5xx or 429 (`fail`),
+        /// dropped before they are carried out (`drop`), or whose answer is
+        /// lost after (`lose`), e.g. `fail=0.2,drop=0.05,lose=0.05`. Switched
+        /// at run time with `PUT /admin/api/v1/faults`.
+        #[arg(long, value_name = "KIND=SHARE,...")]
+        faults: Option<corral_registry::FaultRates>,
     },
     /// Register an agent and write its connection file.
     AddAgent {
@@ -111,6 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             max_lock_secs,
             oct_keys,
             public_urls,
+            faults,
         } => {
             let config = RegistryConfig {
                 max_lock_seconds: max_lock_secs,
@@ -123,6 +131,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ..RegistryConfig::default()
             };
             let registry = Registry::open(&data, config).map_err(anyhow::Error::msg)?;
+            if let Some(rates) = faults {
+                registry.faults().set(rates);
+                eprintln!("injecting faults: {rates:?}");
+            }
             let running = registry.start(listen).await.map_err(anyhow::Error::msg)?;
             println!("{}", running.addr());
             eprintln!("admin token in {}", data.join("admin-token").display());

@@ -1,5 +1,7 @@
-//! The registry client: authentication and every call of PROTOCOL.md, with
-//! retries only where the protocol makes them safe.
+//! The registry client: authentication and every call of PROTOCOL.md, each
+//! retried on a transient failure, as PROTOCOL.md makes every one safe to repeat
+//! ("Retries and idempotency": a lost Initialize answer leaves an orphan file
+//! that `complete` discards).
 //!
 //! - [`connection`]: the Clearance connection file;
 //! - [`auth`]: bearer tokens (JWT-bearer assertion or client credentials);
@@ -13,6 +15,7 @@
 pub mod auth;
 pub mod connection;
 mod error;
+pub mod faults;
 pub mod http;
 pub mod retry;
 pub mod uploads;
@@ -29,6 +32,7 @@ use http_body_util::Full;
 use self::auth::{Credentials, TokenSource};
 use self::connection::ConnectionFile;
 pub use self::error::RegistryError;
+pub use self::faults::JobFaults;
 use self::http::HttpClient;
 use self::retry::RetryPolicy;
 pub use self::uploads::JobUploads;
@@ -69,15 +73,6 @@ pub enum Polled {
         /// What is wrong.
         reason: String,
     },
-}
-
-/// When a call may be sent again after a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    /// The call is idempotent (PROTOCOL.md, "Retries and idempotency").
-    Idempotent,
-    /// Only when nothing was sent (Initialize creates a new file each time).
-    OnlyUnsent,
 }
 
 /// A client of one registry, for one agent id. Cheap to clone.
@@ -146,7 +141,11 @@ impl RegistryClient {
     /// Gets a token now, so a bad key or an unreachable token service stops
     /// start-up rather than the first job.
     pub async fn check(&self) -> Result<(), RegistryError> {
-        self.inner.tokens.token().await.map(drop)
+        self.inner
+            .retry
+            .run("token request", || self.inner.tokens.token())
+            .await
+            .map(drop)
     }
 
     /// The available jobs of the given types, oldest first as the registry
@@ -158,9 +157,7 @@ impl RegistryClient {
         max: Option<usize>,
     ) -> Result<Vec<Polled>, RegistryError> {
         let path = protocol::jobs_path(&self.inner.agent_id, types, max);
-        let body = self
-            .call(Retry::Idempotent, Method::GET, &path, JSON, Bytes::new())
-            .await?;
+        let body = self.call(Method::GET, &path, JSON, Bytes::new()).await?;
         let list: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|error| {
             RegistryError::invalid(format!(
                 "GET {path}: the answer is not a list of jobs: {error}"
@@ -279,7 +276,9 @@ impl RegistryClient {
             .await
     }
 
-    /// Initialize{Media,Thumbnail,Discovery}Upload.
+    /// Initialize{Media,Thumbnail,Discovery}Upload. Retried like every call: if
+    /// an answer is lost, the file it made never receives a block, and the
+    /// registry discards it when the job completes.
     pub async fn initialize(
         &self,
         job_id: &str,
@@ -288,9 +287,7 @@ impl RegistryClient {
     ) -> Result<InitializedFile, RegistryError> {
         let path = protocol::initialize_path(job_id, kind);
         let body = serde_json::to_vec(request).expect("request bodies serialize");
-        let answer = self
-            .call(Retry::OnlyUnsent, Method::POST, &path, JSON, body.into())
-            .await?;
+        let answer = self.call(Method::POST, &path, JSON, body.into()).await?;
         serde_json::from_slice(&answer).map_err(|error| {
             RegistryError::invalid(format!("POST {path}: unexpected answer: {error}"))
         })
@@ -304,9 +301,7 @@ impl RegistryClient {
         block: Bytes,
     ) -> Result<(), RegistryError> {
         let path = protocol::block_path(file_id, block_id);
-        self.call(Retry::Idempotent, Method::PUT, &path, OCTETS, block)
-            .await
-            .map(drop)
+        self.call(Method::PUT, &path, OCTETS, block).await.map(drop)
     }
 
     /// Commits a file.
@@ -317,7 +312,7 @@ impl RegistryClient {
     ) -> Result<(), RegistryError> {
         let path = protocol::complete_file_path(file_id);
         let body = serde_json::to_vec(request).expect("request bodies serialize");
-        self.call(Retry::Idempotent, Method::POST, &path, JSON, body.into())
+        self.call(Method::POST, &path, JSON, body.into())
             .await
             .map(drop)
     }
@@ -330,9 +325,7 @@ impl RegistryClient {
     ) -> Result<A, RegistryError> {
         let path = protocol::job_call_path(job_id, call);
         let body = serde_json::to_vec(request).expect("request bodies serialize");
-        let answer = self
-            .call(Retry::Idempotent, call.method(), &path, JSON, body.into())
-            .await?;
+        let answer = self.call(call.method(), &path, JSON, body.into()).await?;
         serde_json::from_slice(&answer)
             .map_err(|error| RegistryError::invalid(format!("{path}: unexpected answer: {error}")))
     }
@@ -345,16 +338,15 @@ impl RegistryClient {
     ) -> Result<(), RegistryError> {
         let path = protocol::job_call_path(job_id, call);
         let body = serde_json::to_vec(request).expect("request bodies serialize");
-        self.call(Retry::Idempotent, call.method(), &path, JSON, body.into())
+        self.call(call.method(), &path, JSON, body.into())
             .await
             .map(drop)
     }
 
     /// Sends one call with a bearer token; a 401 gets one more try with a
-    /// fresh token; transient failures are retried as `retry` allows.
+    /// fresh token; transient failures are retried with the policy's backoff.
     async fn call(
         &self,
-        retry: Retry,
         method: Method,
         path: &str,
         content_type: &'static str,
@@ -377,26 +369,7 @@ impl RegistryClient {
                 }
             }
         };
-        match retry {
-            Retry::Idempotent => self.inner.retry.run(&what, attempt).await,
-            Retry::OnlyUnsent => {
-                let unsent_only = || async {
-                    match attempt().await {
-                        Err(RegistryError::Transient { message, .. }) => {
-                            Err(RegistryError::Rejected {
-                                status: 0,
-                                code: "NOT_RETRIED".into(),
-                                message: format!(
-                                    "{message} (not retried: the registry may have acted on it)"
-                                ),
-                            })
-                        }
-                        other => other,
-                    }
-                };
-                self.inner.retry.run(&what, unsent_only).await
-            }
-        }
+        self.inner.retry.run(&what, attempt).await
     }
 
     async fn send(

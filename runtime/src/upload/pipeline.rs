@@ -8,8 +8,8 @@ use corral_envelope::{FileEncryptor, NONCE_LEN, REGION_LEN, block_id};
 use tokio::task::JoinSet;
 
 use super::{BlockTransport, FileCommit, UploadTarget};
-use crate::client::RegistryError;
 use crate::client::retry::RetryPolicy;
+use crate::client::{JobFaults, RegistryError};
 use crate::sink::{OutputSink, OutputSpec, SinkError, SinkFile};
 
 /// Tuning of the pipeline.
@@ -31,9 +31,12 @@ impl Default for UploadConfig {
 }
 
 /// An output sink that encrypts and uploads each file to the registry.
+/// Every registry error it meets is noted in its [`JobFaults`], so the agent
+/// can tell a registry that failed from a guest that did.
 pub struct UploadSink {
     transport: Arc<dyn BlockTransport>,
     config: UploadConfig,
+    faults: JobFaults,
 }
 
 impl UploadSink {
@@ -45,22 +48,46 @@ impl UploadSink {
                 blocks_in_flight: config.blocks_in_flight.max(1),
                 ..config
             },
+            faults: JobFaults::default(),
         }
+    }
+
+    /// A sink noting the registry's errors in `faults` (shared with the caller).
+    pub fn with_faults(mut self, faults: JobFaults) -> UploadSink {
+        self.faults = faults;
+        self
+    }
+
+    /// The registry errors met so far.
+    pub fn faults(&self) -> &JobFaults {
+        &self.faults
     }
 }
 
-fn sink_error(what: &str, error: RegistryError) -> SinkError {
+fn sink_error(faults: &JobFaults, what: &str, error: RegistryError) -> SinkError {
+    faults.note(&error);
     SinkError(format!("{what}: {error}"))
 }
 
 #[async_trait]
 impl OutputSink for UploadSink {
     async fn create(&self, spec: &OutputSpec) -> Result<Box<dyn SinkFile>, SinkError> {
-        // Not retried: a lost answer would leave a file we cannot name, and a
-        // second Initialize would make another (PROTOCOL.md, idempotency).
-        let target = self.transport.initialize(spec).await.map_err(|error| {
-            sink_error(&format!("cannot initialize upload of {}", spec.name), error)
-        })?;
+        // Retried: if an answer is lost, the file it made never receives a
+        // block, and the registry discards it at `complete` (PROTOCOL.md).
+        let target = self
+            .config
+            .retry
+            .run(&format!("Initialize of {}", spec.name), || {
+                self.transport.initialize(spec)
+            })
+            .await
+            .map_err(|error| {
+                sink_error(
+                    &self.faults,
+                    &format!("cannot initialize upload of {}", spec.name),
+                    error,
+                )
+            })?;
         Ok(Box::new(EncryptedUpload {
             name: spec.name.clone(),
             transport: self.transport.clone(),
@@ -68,6 +95,7 @@ impl OutputSink for UploadSink {
             encryptor: Arc::new(FileEncryptor::new()),
             file_id: Arc::from(target.file_id.as_str()),
             target,
+            faults: self.faults.clone(),
             region: new_buffer(),
             next_index: 0,
             length: 0,
@@ -85,6 +113,7 @@ struct EncryptedUpload {
     encryptor: Arc<FileEncryptor>,
     target: UploadTarget,
     file_id: Arc<str>,
+    faults: JobFaults,
     /// `NONCE_LEN` bytes of room, then the region's plaintext so far.
     region: Vec<u8>,
     next_index: u64,
@@ -116,6 +145,7 @@ impl EncryptedUpload {
         let transport = self.transport.clone();
         let file_id = self.file_id.clone();
         let retry = self.config.retry;
+        let faults = self.faults.clone();
         self.in_flight.spawn(async move {
             let block = tokio::task::spawn_blocking(move || {
                 encryptor.seal(index, &mut block);
@@ -129,7 +159,9 @@ impl EncryptedUpload {
                     transport.put_block(&file_id, &id, block.clone())
                 })
                 .await
-                .map_err(|error| sink_error(&format!("block {index} of file {file_id}"), error))?;
+                .map_err(|error| {
+                    sink_error(&faults, &format!("block {index} of file {file_id}"), error)
+                })?;
             Ok(block)
         });
         Ok(())
@@ -205,7 +237,9 @@ impl SinkFile for EncryptedUpload {
                 self.transport.commit(&file_id, &commit)
             })
             .await
-            .map_err(|error| sink_error(&format!("cannot commit {}", self.name), error))?;
+            .map_err(|error| {
+                sink_error(&self.faults, &format!("cannot commit {}", self.name), error)
+            })?;
         Ok(file_id.to_string())
     }
 }

@@ -29,8 +29,9 @@ pub struct FileCommit {
 }
 
 /// The registry calls of an upload. Every call is safe to retry as PROTOCOL.md
-/// makes them idempotent, except `initialize`, which creates a new file each
-/// time (an orphan is discarded by the registry when the job completes).
+/// makes them: blocks and commits are idempotent, and `initialize`, which makes
+/// a new file each time, leaves at worst an orphan that never receives a block,
+/// which the registry discards when the job completes.
 #[async_trait]
 pub trait BlockTransport: Send + Sync {
     /// Initialize{Media,Thumbnail,Discovery}Upload for a new output file.

@@ -1,10 +1,13 @@
 //! The agent through the registry: scheduling, leases, outcomes, shutdown.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use corral::agent::outcome::ReleaseCause;
 use corral_camera_sim::{FaultSettings, SimConfig, recording};
-use corral_registry::RegistryConfig;
+use corral_registry::routes::Endpoint;
+use corral_registry::{Fault, RegistryConfig};
 use corral_tests::world::World;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,8 +257,8 @@ async fn each_outcome_maps_to_its_registry_call() {
     );
     assert_eq!(done[2].state, "Completed");
     assert!(
-        agent.metrics.released.load(Ordering::Relaxed) >= 1,
-        "the 503 released the job once"
+        agent.metrics.releases(ReleaseCause::Guest) >= 1,
+        "the camera's 503 released the job (the guest said unavailable)"
     );
     agent.stop().await;
 
@@ -323,6 +326,7 @@ async fn shutdown_lets_running_jobs_finish_or_releases_them() {
     );
     assert!(job.files.iter().flatten().all(|file| !file.committed));
     assert_eq!(agent.metrics.released.load(Ordering::Relaxed), 1);
+    assert_eq!(agent.metrics.releases(ReleaseCause::Shutdown), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,5 +385,125 @@ async fn a_per_type_limit_holds_while_other_types_run() {
     assert!(media_left > 0, "the thumbnail ran beside the media jobs");
     let done = world.wait_final(&ids, Duration::from_secs(60)).await;
     assert!(done.iter().all(|job| job.state == "Completed"), "{done:?}");
+    agent.stop().await;
+}
+
+/// The registry's fault switches of `world`.
+fn faults(world: &World) -> &corral_registry::Faults {
+    world.registry.running.registry().faults()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initialize_whose_answer_is_lost_is_retried_and_the_job_completes() {
+    let world = World::start(RegistryConfig::default(), SimConfig::with_devices(1)).await;
+    faults(&world).inject(Endpoint::Initialize, Fault::Lose);
+    let ids = world
+        .post(vec![world.job("thumbnail", Some("cam-0001"))])
+        .await;
+    let agent = world.agent(world.config());
+    let done = world.wait_final(&ids, Duration::from_secs(30)).await;
+    assert_eq!(done[0].state, "Completed", "{:?}", done[0]);
+    assert_eq!(faults(&world).counts().lost, 1, "the answer was lost once");
+    // Two files were made; the orphan, which never received a block, was
+    // discarded at complete; the other holds the JPEG.
+    let files = done[0].files.clone().unwrap_or_default();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let bytes = world.registry.job_plaintext(&done[0]).await;
+    assert!(bytes.starts_with(&[0xff, 0xd8, 0xff]));
+    assert_eq!(agent.metrics.completed.load(Ordering::Relaxed), 1);
+    agent.stop().await;
+}
+
+/// Makes the next 150 calls of `endpoint` answer 500, so an agent that
+/// gives up after 300 ms of retries is defeated by the registry, then lets
+/// the job through: it must end Completed, after a release, never Failed.
+async fn a_registry_fault_on(endpoint: Endpoint, job_type: &str) {
+    let sim = SimConfig {
+        bitrate_bps: 2_000_000,
+        ..SimConfig::with_devices(1)
+    };
+    let world = World::start(RegistryConfig::default(), sim).await;
+    for _ in 0..150 {
+        faults(&world).inject(
+            endpoint,
+            Fault::Refuse {
+                status: 500,
+                retry_after: None,
+            },
+        );
+    }
+    let device = (job_type != "discovery").then_some("cam-0001");
+    let ids = world.post(vec![world.job(job_type, device)]).await;
+    let agent = world.agent_giving_up_after(world.config(), Duration::from_millis(300));
+    let done = world.wait_final(&ids, Duration::from_secs(60)).await;
+    assert_eq!(
+        done[0].state, "Completed",
+        "a registry fault never fails the job: {:?}",
+        done[0]
+    );
+    let released = agent.metrics.releases(ReleaseCause::Registry);
+    assert!(released >= 1, "released for the registry: {released}");
+    assert_eq!(agent.metrics.failed.load(Ordering::Relaxed), 0);
+    assert_eq!(agent.metrics.completed.load(Ordering::Relaxed), 1);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_defeats_initialize_gets_the_job_released_not_failed() {
+    a_registry_fault_on(Endpoint::Initialize, "thumbnail").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_defeats_a_block_upload_gets_the_job_released_not_failed() {
+    a_registry_fault_on(Endpoint::PutBlock, "mediarequest").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_defeats_a_commit_gets_the_job_released_not_failed() {
+    a_registry_fault_on(Endpoint::CompleteFile, "discovery").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_defeats_progress_gets_the_job_released_not_failed() {
+    a_registry_fault_on(Endpoint::Progress, "mediarequest").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_defeats_complete_gets_the_job_released_not_failed() {
+    a_registry_fault_on(Endpoint::Complete, "thumbnail").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_job_releases_its_lock_and_the_agent_goes_on() {
+    let world = World::start(RegistryConfig::default(), SimConfig::with_devices(2)).await;
+    let ids = world
+        .post(vec![
+            world.job("thumbnail", Some("cam-0001")),
+            world.job("thumbnail", Some("cam-0002")),
+        ])
+        .await;
+    let panicked = Arc::new(AtomicBool::new(false));
+    let once = panicked.clone();
+    let hook: corral::agent::JobHook = Arc::new(move |job| {
+        if job.device_id.as_deref() == Some("cam-0001") && !once.swap(true, Ordering::SeqCst) {
+            panic!("test hook: a job that panics");
+        }
+    });
+    let mut config = world.config();
+    config.max_jobs = 1;
+    let agent = world.agent_with_hook(config, hook);
+    let done = world.wait_final(&ids, Duration::from_secs(30)).await;
+    assert!(panicked.load(Ordering::SeqCst));
+    assert!(done.iter().all(|job| job.state == "Completed"), "{done:#?}");
+    assert_eq!(agent.metrics.panics.load(Ordering::Relaxed), 1);
+    assert_eq!(agent.metrics.releases(ReleaseCause::Panic), 1);
+    assert_eq!(agent.metrics.completed.load(Ordering::Relaxed), 2);
+    let text = agent.metrics.render();
+    assert!(
+        text.contains("corral_releases_total{cause=\"panic\"} 1")
+            && text.contains("corral_job_panics_total 1"),
+        "{text}"
+    );
+    assert_eq!(agent.metrics.running.load(Ordering::Relaxed), 0);
     agent.stop().await;
 }

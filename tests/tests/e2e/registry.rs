@@ -9,7 +9,8 @@ use corral::client::RegistryError;
 use corral::protocol::{CompletionState, FileKind, JobType};
 use corral::sink::{OutputSink, OutputSpec};
 use corral::upload::{UploadConfig, UploadSink};
-use corral_registry::RegistryConfig;
+use corral_registry::routes::Endpoint;
+use corral_registry::{Fault, RegistryConfig};
 use corral_tests::registry::{TestRegistry, fast_retry, new_job, raw};
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -287,11 +288,10 @@ async fn under_thirty_percent_faults_each_call_has_exactly_one_effect() {
         assert_eq!(seen.state, "Completed");
     }
     let faults = registry.running.registry().faults();
-    let dropped = faults.dropped.load(std::sync::atomic::Ordering::Relaxed);
-    let refused = faults.refused.load(std::sync::atomic::Ordering::Relaxed);
+    let counts = faults.counts();
     assert!(
-        dropped > 0 && refused > 0,
-        "faults happened: {dropped} dropped, {refused} refused"
+        counts.lost > 0 && counts.refused > 0,
+        "faults happened: {counts:?}"
     );
 }
 
@@ -805,4 +805,273 @@ async fn a_released_lock_leaves_no_file_behind_even_a_committed_one() {
         .await
         .unwrap();
     assert_eq!(registry.job(&job.job_id).await.files.unwrap().len(), 1);
+}
+
+/// A thumbnail's bytes: enough of a JPEG for the registry's check.
+const JPEG: [u8; 6] = [0xff, 0xd8, 0xff, 0x00, 0xff, 0xd9];
+
+/// A 503 then a 429, each with `Retry-After: 1`, on the next two calls of
+/// `endpoint`: a whole job's calls still succeed, and the client waited the
+/// two seconds it was asked to (its own backoff is milliseconds).
+async fn retry_after_is_honoured_on(endpoint: Endpoint) {
+    let registry = TestRegistry::start(RegistryConfig::default()).await;
+    let client = registry.client("agent-1").await;
+    let job = registry
+        .post(vec![new_job("thumbnail", "agent-1", Some("cam-0001"))])
+        .await
+        .remove(0);
+    let faults = registry.running.registry().faults();
+    for status in [503, 429] {
+        faults.inject(
+            endpoint,
+            Fault::Refuse {
+                status,
+                retry_after: Some(1),
+            },
+        );
+    }
+    let started = std::time::Instant::now();
+    client.check().await.expect("a token");
+    let polled = client
+        .poll(&[JobType::Thumbnail], None)
+        .await
+        .expect("poll");
+    assert_eq!(polled.len(), 1);
+    let lock = client.lock(&job.job_id, LEASE).await.expect("lock");
+    let token = &lock.lock_token;
+    client
+        .progress(&job.job_id, token, 1, 2)
+        .await
+        .expect("progress");
+    client
+        .renew(&job.job_id, token, LEASE)
+        .await
+        .expect("renew");
+    let ending = match endpoint {
+        Endpoint::Cancel => client.cancel(&job.job_id, token, "test").await,
+        Endpoint::Release => client.release(&job.job_id, token).await,
+        _ => {
+            upload(
+                &client,
+                &job.job_id,
+                token,
+                FileKind::Thumbnail,
+                "t.jpg",
+                "image/jpeg",
+                &JPEG,
+            )
+            .await
+            .expect("the upload");
+            client
+                .complete(&job.job_id, token, CompletionState::Completed, None)
+                .await
+        }
+    };
+    ending.expect("the ending call");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2),
+        "Retry-After honoured twice: {waited:?}"
+    );
+    assert_eq!(faults.counts().refused, 2);
+    let state = registry.job(&job.job_id).await.state;
+    let expected = match endpoint {
+        Endpoint::Cancel => "Cancelled",
+        Endpoint::Release => "Available",
+        _ => "Completed",
+    };
+    assert_eq!(state, expected);
+}
+
+macro_rules! retry_after_tests {
+    ($($name:ident: $endpoint:ident,)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            retry_after_is_honoured_on(Endpoint::$endpoint).await;
+        }
+    )*};
+}
+
+retry_after_tests! {
+    a_503_and_a_429_with_retry_after_on_the_token_endpoint_are_waited_out: Token,
+    a_503_and_a_429_with_retry_after_on_poll_are_waited_out: Poll,
+    a_503_and_a_429_with_retry_after_on_lock_are_waited_out: Lock,
+    a_503_and_a_429_with_retry_after_on_progress_are_waited_out: Progress,
+    a_503_and_a_429_with_retry_after_on_renew_are_waited_out: Renew,
+    a_503_and_a_429_with_retry_after_on_initialize_are_waited_out: Initialize,
+    a_503_and_a_429_with_retry_after_on_a_block_are_waited_out: PutBlock,
+    a_503_and_a_429_with_retry_after_on_a_commit_are_waited_out: CompleteFile,
+    a_503_and_a_429_with_retry_after_on_complete_are_waited_out: Complete,
+    a_503_and_a_429_with_retry_after_on_cancel_are_waited_out: Cancel,
+    a_503_and_a_429_with_retry_after_on_release_are_waited_out: Release,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_initialize_answer_leaves_an_orphan_that_complete_discards() {
+    let registry = TestRegistry::start(RegistryConfig::default()).await;
+    let client = registry.client("agent-1").await;
+    let job = registry
+        .post(vec![new_job("thumbnail", "agent-1", Some("cam-0001"))])
+        .await
+        .remove(0);
+    let lock = client.lock(&job.job_id, LEASE).await.unwrap();
+    let faults = registry.running.registry().faults();
+    faults.inject(Endpoint::Initialize, Fault::Lose);
+    faults.inject(Endpoint::Initialize, Fault::Drop);
+    let file_id = upload(
+        &client,
+        &job.job_id,
+        &lock.lock_token,
+        FileKind::Thumbnail,
+        "t.jpg",
+        "image/jpeg",
+        &JPEG,
+    )
+    .await
+    .expect("Initialize retried after a lost answer and a dropped connection");
+    client
+        .complete(
+            &job.job_id,
+            &lock.lock_token,
+            CompletionState::Completed,
+            None,
+        )
+        .await
+        .expect("complete discards the orphan");
+    let seen = registry.job(&job.job_id).await;
+    assert_eq!(seen.state, "Completed");
+    let files = seen.files.clone().unwrap_or_default();
+    assert_eq!(files.len(), 1, "the orphan is discarded: {files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|file| file.file_id == file_id && file.committed)
+    );
+    assert_eq!(registry.plaintext(&file_id).await, JPEG);
+    let counts = faults.counts();
+    assert_eq!((counts.lost, counts.dropped), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_switches_faults_and_reports_what_the_registry_counted() {
+    let registry = TestRegistry::start(RegistryConfig::default()).await;
+    let base = registry.running.base_url();
+    let admin = registry.running.registry().admin_token().to_string();
+    let body = br#"{"fail":0.2,"drop":0.05,"lose":0.05}"#.to_vec();
+    let (status, answer) = raw(
+        &base,
+        "PUT",
+        "/admin/api/v1/faults",
+        Some(&admin),
+        "application/json",
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(registry.running.registry().faults().rates().fail, 0.2);
+    // Admin calls are never faulted: fifty in a row all answer.
+    for _ in 0..50 {
+        let (status, _) = raw(
+            &base,
+            "GET",
+            "/admin/api/v1/stats",
+            Some(&admin),
+            "",
+            vec![],
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = raw(
+        &base,
+        "PUT",
+        "/admin/api/v1/faults",
+        Some(&admin),
+        "application/json",
+        br#"{"fail":1.5}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // A second complete of a job by another lock is counted, and so is a
+    // commit refused for what it holds.
+    registry.running.registry().faults().set(Default::default());
+    let client = registry.client("agent-1").await;
+    let job = registry
+        .post(vec![new_job("thumbnail", "agent-1", Some("cam-0001"))])
+        .await
+        .remove(0);
+    let lock = client.lock(&job.job_id, LEASE).await.unwrap();
+    let refused = upload(
+        &client,
+        &job.job_id,
+        &lock.lock_token,
+        FileKind::Thumbnail,
+        "t.jpg",
+        "image/jpeg",
+        b"not a jpeg",
+    )
+    .await;
+    assert!(refused.is_err());
+    upload(
+        &client,
+        &job.job_id,
+        &lock.lock_token,
+        FileKind::Thumbnail,
+        "t.jpg",
+        "image/jpeg",
+        &JPEG,
+    )
+    .await
+    .unwrap();
+    // The refused file received a block and was never committed: release
+    // abandons it, and the job is done under a second lock.
+    client.release(&job.job_id, &lock.lock_token).await.unwrap();
+    let second = client.lock(&job.job_id, LEASE).await.unwrap();
+    upload(
+        &client,
+        &job.job_id,
+        &second.lock_token,
+        FileKind::Thumbnail,
+        "t.jpg",
+        "image/jpeg",
+        &JPEG,
+    )
+    .await
+    .unwrap();
+    client
+        .complete(
+            &job.job_id,
+            &second.lock_token,
+            CompletionState::Completed,
+            None,
+        )
+        .await
+        .unwrap();
+    let again = client
+        .complete(
+            &job.job_id,
+            &lock.lock_token,
+            CompletionState::Completed,
+            None,
+        )
+        .await;
+    assert!(
+        matches!(again, Err(RegistryError::LockLost(_))),
+        "{again:?}"
+    );
+    let (status, answer) = raw(
+        &base,
+        "GET",
+        "/admin/api/v1/stats",
+        Some(&admin),
+        "",
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let stats: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(stats["doubleCompletes"], 1, "{stats}");
+    assert_eq!(stats["refusedCommits"], 1, "{stats}");
+    assert_eq!(stats["faults"]["refused"], 0, "{stats}");
 }
