@@ -9,20 +9,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral::bundled::{self, CAMERA_SIM_SECRET};
+use corral::bundled;
 use corral::engine::{Runtime, RuntimeConfig};
 use corral::guest::{Guest, JobEnv, JobOutcome};
 use corral::protocol::Job;
 use corral::sandbox::progress;
-use corral::secrets::Secrets;
 use corral::sink::NullSink;
 use corral_camera_sim::{CameraSim, SimConfig};
 use criterion::{Criterion, criterion_group, criterion_main};
 
-fn env(secrets: &Arc<Secrets>) -> JobEnv {
+fn env() -> JobEnv {
     JobEnv {
         sink: Arc::new(NullSink),
-        secrets: secrets.clone(),
         progress: progress::channel().0,
     }
 }
@@ -32,11 +30,11 @@ fn thumbnail_job() -> Job {
         .expect("a valid job")
 }
 
-fn percentiles(guest: &Guest, secrets: &Arc<Secrets>, tokio: &tokio::runtime::Runtime) {
+fn percentiles(guest: &Guest, tokio: &tokio::runtime::Runtime) {
     let mut samples: Vec<Duration> = (0..10_000)
         .map(|_| {
             tokio.block_on(async {
-                let env = env(secrets);
+                let env = env();
                 let started = Instant::now();
                 let ready = guest.instantiate("bench", env).await.expect("instantiates");
                 let elapsed = started.elapsed();
@@ -75,17 +73,17 @@ fn benches(c: &mut Criterion) {
     ));
     let runtime = Runtime::new(RuntimeConfig::default())
         .expect("engine")
-        .with_secrets(secrets.clone());
+        .with_secrets(secrets);
     let manifest = bundled::http_vms_manifest(&sim.base_url()).expect("manifest");
     let guest = runtime
         .load_bytes(bundled::HTTP_VMS, manifest)
         .expect("guest");
 
-    percentiles(&guest, &secrets, &tokio);
+    percentiles(&guest, &tokio);
     c.bench_function("instantiate", |b| {
         b.to_async(&tokio).iter(|| async {
             let ready = guest
-                .instantiate("bench", env(&secrets))
+                .instantiate("bench", env())
                 .await
                 .expect("instantiates");
             drop(ready);
@@ -94,7 +92,7 @@ fn benches(c: &mut Criterion) {
     let job = thumbnail_job();
     c.bench_function("thumbnail_job", |b| {
         b.to_async(&tokio).iter(|| async {
-            let report = guest.run(&job, env(&secrets)).await;
+            let report = guest.run(&job, env()).await;
             assert_eq!(report.outcome, JobOutcome::Completed);
         });
     });

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::cache::ArtifactCache;
 use crate::guest::{Guest, GuestError};
 use crate::manifest::{MAX_MEMORY_BYTES, Manifest};
+use crate::policy::OperatorPolicy;
 use crate::sandbox::resolver::{self, Resolver};
 use crate::sandbox::{self, JobState};
 use crate::secrets::Secrets;
@@ -56,6 +57,7 @@ pub struct Runtime {
     cache: Option<ArtifactCache>,
     secrets: Arc<Secrets>,
     resolver: Resolver,
+    policy: Arc<OperatorPolicy>,
 }
 
 impl Runtime {
@@ -86,7 +88,20 @@ impl Runtime {
             cache: None,
             secrets: Arc::default(),
             resolver: resolver::system(),
+            policy: Arc::default(),
         })
+    }
+
+    /// Loads guests under `policy` from now on (the default policy grants no
+    /// folder and caps limits at its defaults).
+    pub fn with_policy(mut self, policy: Arc<OperatorPolicy>) -> Runtime {
+        self.policy = policy;
+        self
+    }
+
+    /// The policy guests are loaded under.
+    pub fn policy(&self) -> &Arc<OperatorPolicy> {
+        &self.policy
     }
 
     /// Loads guests against `secrets` from now on: a grant asking for a secret
@@ -153,7 +168,15 @@ impl Runtime {
         for grant in &manifest.http {
             self.secrets.check_grant(grant)?;
         }
-        Guest::new(pre, manifest, sha256, self.resolver.clone())
+        self.policy.check(&manifest)?;
+        Guest::new(
+            pre,
+            manifest,
+            sha256,
+            self.resolver.clone(),
+            &self.policy,
+            self.secrets.clone(),
+        )
     }
 }
 

@@ -17,12 +17,14 @@ use wasmtime::component::InstancePre;
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::manifest::{Manifest, ManifestError};
+use crate::policy::OperatorPolicy;
 use crate::protocol::{DiscoveredDevice, DiscoveryResult, Job, JobType};
 use crate::sandbox::bindings::corral::integration::types as wit;
 use crate::sandbox::bindings::{Integration, IntegrationPre};
 use crate::sandbox::guest_text;
 use crate::sandbox::http::OutboundPolicy;
 use crate::sandbox::limits::LimitExceeded;
+use crate::sandbox::log::LogBudget;
 use crate::sandbox::progress::Progress;
 use crate::sandbox::resolver::Resolver;
 use crate::sandbox::{JobSetup, JobState};
@@ -63,6 +65,9 @@ pub enum GuestError {
     /// A grant asks for a secret the operator did not give it.
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretRefusal),
+    /// The manifest asks for more than the operator's policy allows.
+    #[error("refused by the operator's policy: {0}")]
+    Policy(#[from] crate::policy::PolicyRefusal),
 }
 
 /// How a job ended, as the agent acts on it.
@@ -123,8 +128,6 @@ impl JobReport {
 pub struct JobEnv {
     /// Where output files go.
     pub sink: Arc<dyn OutputSink>,
-    /// Credentials the host may add to the guest's requests.
-    pub secrets: Arc<Secrets>,
     /// Where progress is published.
     pub progress: watch::Sender<Progress>,
 }
@@ -143,6 +146,9 @@ struct GuestInner {
     pre: IntegrationPre<JobState>,
     policy: Arc<OutboundPolicy>,
     settings: Arc<BTreeMap<String, String>>,
+    log: LogBudget,
+    /// The secrets it was loaded against (values and the operator's bindings).
+    secrets: Arc<Secrets>,
 }
 
 impl Guest {
@@ -151,7 +157,14 @@ impl Guest {
         manifest: Manifest,
         sha256: String,
         resolver: Resolver,
+        policy: &OperatorPolicy,
+        secrets: Arc<Secrets>,
     ) -> Result<Guest, GuestError> {
+        let log = LogBudget {
+            lines: manifest.limits.log_lines,
+            bytes: policy.log_bytes_per_job,
+            lines_per_sec: policy.log_lines_per_sec,
+        };
         let pre = IntegrationPre::new(pre)
             .map_err(|error| GuestError::WrongWorld(format!("{error:#}")))?;
         Ok(Guest {
@@ -167,6 +180,8 @@ impl Guest {
                     )?,
                 ),
                 settings: Arc::new(manifest.settings.clone()),
+                log,
+                secrets,
                 sha256,
                 loaded_at: SystemTime::now(),
                 jobs_run: AtomicU64::new(0),
@@ -299,9 +314,10 @@ impl Guest {
             manifest: &self.inner.manifest,
             policy: self.inner.policy.clone(),
             settings: self.inner.settings.clone(),
+            log: self.inner.log,
             job_id,
             sink: env.sink,
-            secrets: env.secrets,
+            secrets: self.inner.secrets.clone(),
             progress: env.progress,
         }
     }

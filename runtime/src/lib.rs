@@ -15,6 +15,7 @@ pub mod engine;
 pub mod guest;
 pub mod manifest;
 pub mod origin;
+pub mod policy;
 pub mod protocol;
 pub mod sandbox;
 pub mod secrets;

@@ -302,7 +302,7 @@ mod tests {
         );
         assert!(
             secrets
-                .check_grant(&grant("https://*.example", "vms"))
+                .check_grant(&grant("https://*.other.example", "vms"))
                 .is_err()
         );
     }

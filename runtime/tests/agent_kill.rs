@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 use corral::agent::Agent;
 use corral::agent::catalog::Catalog;
 use corral::agent::config::AgentConfig;
-use corral::bundled::{self, CAMERA_SIM_SECRET};
+use corral::bundled;
 use corral::client::RegistryClient;
 use corral::client::connection::ConnectionFile;
 use corral::client::retry::RetryPolicy;
 use corral::engine::{Runtime, RuntimeConfig};
-use corral::secrets::Secrets;
 use corral_camera_sim::{CameraSim, FaultSettings, SimConfig, recording};
 use corral_registry::{NewJob, Registry, RegistryConfig, auth, files, jobs};
 
@@ -79,6 +78,7 @@ async fn a_killed_agents_job_is_done_by_another_once_its_lock_expires() {
     let check = Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(["agent", "check", "--config"])
         .arg(&config_path)
+        .env("CORRAL_SECRET_CAMERA_SIM", "operator:sim-secret")
         .output()
         .unwrap();
     assert!(
@@ -122,7 +122,7 @@ async fn a_killed_agents_job_is_done_by_another_once_its_lock_expires() {
     let secrets = bundled::camera_sim_secrets(&sim.base_url(), "operator", "sim-secret");
     let runtime = Runtime::new(RuntimeConfig { max_instances: 8 })
         .unwrap()
-        .with_secrets(std::sync::Arc::new(secrets.clone()));
+        .with_secrets(std::sync::Arc::new(secrets));
     let catalog = Catalog::load(&runtime, &guests).unwrap();
     let file = ConnectionFile::load(&connection_path).unwrap();
     let client =
@@ -130,7 +130,7 @@ async fn a_killed_agents_job_is_done_by_another_once_its_lock_expires() {
             .unwrap();
     let mut config = AgentConfig::new("agent-1", connection_path.clone(), guests.clone());
     config.poll_interval = Duration::from_millis(200);
-    let agent = Agent::with_parts(client, catalog, config, secrets, RetryPolicy::default());
+    let agent = Agent::with_parts(client, catalog, config, RetryPolicy::default());
     let stop = agent.stopper();
     let task = tokio::spawn(agent.run());
 

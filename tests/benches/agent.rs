@@ -20,7 +20,6 @@ use corral::client::JobUploads;
 use corral::guest::{Guest, JobEnv, JobOutcome};
 use corral::protocol::{CompletionState, FileKind, Job};
 use corral::sandbox::progress;
-use corral::secrets::Secrets;
 use corral::sink::{OutputSink, OutputSpec};
 use corral::upload::{UploadConfig, UploadSink};
 use corral_camera_sim::SimConfig;
@@ -51,14 +50,13 @@ async fn run() {
         .runtime
         .load(&world.guests_dir.join("http-vms.wasm"))
         .expect("guest");
-    let secrets = Arc::new(world.secrets());
     // Warm up: connections, tokens, code paths.
-    loop_run(&world, 20, Work::Wasm(guest.clone()), &secrets).await;
-    loop_run(&world, 20, Work::Native, &secrets).await;
+    loop_run(&world, 20, Work::Wasm(guest.clone())).await;
+    loop_run(&world, 20, Work::Native).await;
 
     let agent_time = agent_run(&world).await;
-    let wasm_time = loop_run(&world, JOBS, Work::Wasm(guest), &secrets).await;
-    let native_time = loop_run(&world, JOBS, Work::Native, &secrets).await;
+    let wasm_time = loop_run(&world, JOBS, Work::Wasm(guest)).await;
+    let native_time = loop_run(&world, JOBS, Work::Native).await;
     let rate = |time: Duration| JOBS as f64 / time.as_secs_f64();
     println!();
     println!(
@@ -114,7 +112,7 @@ enum Work {
 }
 
 /// `WORKERS` tasks take the posted jobs: lock, work, complete.
-async fn loop_run(world: &World, count: usize, work: Work, secrets: &Arc<Secrets>) -> Duration {
+async fn loop_run(world: &World, count: usize, work: Work) -> Duration {
     let ids = post(world, count).await;
     let client = world.client();
     let queue = Arc::new(tokio::sync::Mutex::new(ids.clone()));
@@ -131,11 +129,10 @@ async fn loop_run(world: &World, count: usize, work: Work, secrets: &Arc<Secrets
     );
     let started = Instant::now();
     let workers = (0..WORKERS).map(|_| {
-        let (client, queue, work, secrets, camera, auth) = (
+        let (client, queue, work, camera, auth) = (
             client.clone(),
             queue.clone(),
             work.clone(),
-            secrets.clone(),
             camera.clone(),
             auth.clone(),
         );
@@ -167,7 +164,6 @@ async fn loop_run(world: &World, count: usize, work: Work, secrets: &Arc<Secrets
                     Work::Wasm(guest) => {
                         let env = JobEnv {
                             sink,
-                            secrets: secrets.clone(),
                             progress: progress::channel().0,
                         };
                         let report = guest.run(&job, env).await;

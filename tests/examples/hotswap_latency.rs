@@ -55,7 +55,6 @@ async fn main() {
         world.client(),
         catalog,
         agent_config,
-        world.secrets(),
         corral_tests::registry::fast_retry(),
     );
     let stop = agent.stopper();

@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 use corral::agent::Agent;
 use corral::agent::catalog::Catalog;
 use corral::agent::config::AgentConfig;
-use corral::bundled::{self, CAMERA_SIM_SECRET};
+use corral::bundled;
 use corral::client::RegistryClient;
 use corral::client::connection::ConnectionFile;
 use corral::client::retry::RetryPolicy;
 use corral::engine::{Runtime, RuntimeConfig};
-use corral::secrets::Secrets;
 use corral_camera_sim::{CameraSim, SimConfig};
 use corral_registry::{Registry, RegistryConfig, auth};
 
@@ -125,7 +124,7 @@ async fn main() {
     let secrets = bundled::camera_sim_secrets(&camera, "operator", "sim-secret");
     let runtime = Runtime::new(RuntimeConfig { max_instances: 8 })
         .unwrap()
-        .with_secrets(std::sync::Arc::new(secrets.clone()));
+        .with_secrets(std::sync::Arc::new(secrets));
     let catalog = Catalog::load(&runtime, &guests).unwrap();
     let client = RegistryClient::from_connection_file(
         &ConnectionFile::load(&connection).unwrap(),
@@ -157,7 +156,7 @@ async fn main() {
     .await;
     let job_id = posted[0]["jobId"].as_str().unwrap().to_string();
     let started = Instant::now();
-    let agent = Agent::with_parts(client, catalog, config, secrets, RetryPolicy::default());
+    let agent = Agent::with_parts(client, catalog, config, RetryPolicy::default());
     let stop = agent.stopper();
     let task = tokio::spawn(agent.run());
     let mut streamed = None;

@@ -35,7 +35,6 @@ async fn main() {
         let started = Instant::now();
         let env = JobEnv {
             sink,
-            secrets: harness.secrets.clone(),
             progress: progress::channel().0,
         };
         let report = harness.guest.run(&job, env).await;

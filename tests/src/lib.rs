@@ -19,6 +19,7 @@ use corral_camera_sim::{CameraSim, SimConfig};
 use time::OffsetDateTime;
 
 pub mod blockstore;
+pub mod chaos;
 pub mod echo;
 pub mod interop;
 pub mod registry;
@@ -65,11 +66,20 @@ impl Harness {
         }
     }
 
-    /// Loads http-vms again with another manifest.
+    /// Loads http-vms again with another manifest; the test being the
+    /// operator, camera-sim's secret is bound wherever the manifest asks for it.
     pub fn guest_with(&self, manifest: Manifest) -> Guest {
-        self.runtime
+        self.try_guest_with(manifest).expect("http-vms loads")
+    }
+
+    /// [`Harness::guest_with`], returning why a guest is refused.
+    pub fn try_guest_with(&self, manifest: Manifest) -> Result<Guest, corral::guest::GuestError> {
+        let mut secrets = self.secrets.as_ref().clone();
+        secrets.bind_as_asked(&manifest.http);
+        Runtime::new(RuntimeConfig { max_instances: 4 })
+            .expect("engine starts")
+            .with_secrets(Arc::new(secrets))
             .load_bytes(bundled::HTTP_VMS, manifest)
-            .expect("http-vms loads")
     }
 
     /// The sink writing into the output folder.
@@ -79,21 +89,9 @@ impl Harness {
 
     /// Runs `job` with `guest`, writing into the output folder.
     pub async fn run_with(&self, guest: &Guest, job: &Job) -> JobReport {
-        self.run_with_secrets(guest, job, self.secrets.clone())
-            .await
-    }
-
-    /// Runs `job` with `guest` and `secrets` (the ones `guest` was loaded against).
-    pub async fn run_with_secrets(
-        &self,
-        guest: &Guest,
-        job: &Job,
-        secrets: Arc<Secrets>,
-    ) -> JobReport {
         let (progress, _) = progress::channel();
         let env = JobEnv {
             sink: self.sink(),
-            secrets,
             progress,
         };
         let mut report = guest.run(job, env).await;

@@ -21,6 +21,10 @@
 //!
 //! [secrets.camera-sim]               # where each camera secret may be sent
 //! origins = ["http://127.0.0.1:8081"]
+//!
+//! [policy]                           # bounds on every manifest: see `corral::policy`
+//! folders = ["/srv/exports"]
+//! max_wall_secs = 3600
 //! ```
 //!
 //! Camera credentials' values come from the environment:
@@ -36,6 +40,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::origin::OriginPattern;
+use crate::policy::{OperatorPolicy, RawPolicy};
 use crate::protocol::JobType;
 use crate::secrets::Secrets;
 
@@ -71,6 +76,8 @@ struct RawConfig {
     cache_dir: Option<PathBuf>,
     #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
+    #[serde(default)]
+    policy: RawPolicy,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +133,8 @@ pub struct AgentConfig {
     pub cache_dir: PathBuf,
     /// The origins each secret may be sent to, by secret name.
     pub secret_origins: BTreeMap<String, Vec<OriginPattern>>,
+    /// The operator's bounds on every manifest, protecting the agent's own files.
+    pub policy: OperatorPolicy,
 }
 
 impl AgentConfig {
@@ -176,21 +185,33 @@ impl AgentConfig {
             secret_origins.insert(name, origins);
         }
         let guests_dir = resolve(raw.guests_dir);
+        let policy = raw.policy.resolve(base).map_err(fail)?;
+        let connection_file = resolve(raw.connection_file);
+        let cache_dir = raw
+            .cache_dir
+            .map(resolve)
+            .unwrap_or_else(|| guests_dir.join(".cache"));
+        let ca_file = raw.ca_file.map(resolve);
+        let protected = [
+            Some(path.to_path_buf()),
+            Some(connection_file.clone()),
+            Some(cache_dir.clone()),
+            Some(guests_dir.clone()),
+            ca_file.clone(),
+        ];
         Ok(AgentConfig {
+            policy: policy.protecting(protected.into_iter().flatten()),
             secret_origins,
-            connection_file: resolve(raw.connection_file),
+            connection_file,
+            cache_dir,
+            ca_file,
             agent_id: raw.agent_id,
-            cache_dir: raw
-                .cache_dir
-                .map(resolve)
-                .unwrap_or_else(|| guests_dir.join(".cache")),
             guests_dir,
             max_jobs: raw.max_jobs,
             max_jobs_per_type: per_type,
             poll_interval: Duration::from_secs_f64(raw.poll_interval_secs),
             status_listen: raw.status_listen,
             registry_url: raw.registry_url,
-            ca_file: raw.ca_file.map(resolve),
             lock_duration: Duration::from_secs(raw.lock_secs),
             shutdown_grace: Duration::from_secs_f64(raw.shutdown_grace_secs.max(0.0)),
             blocks_in_flight: raw.blocks_in_flight.max(1),
@@ -208,6 +229,11 @@ impl AgentConfig {
     pub fn new(agent_id: &str, connection_file: PathBuf, guests_dir: PathBuf) -> AgentConfig {
         AgentConfig {
             secret_origins: BTreeMap::new(),
+            policy: OperatorPolicy::default().protecting([
+                connection_file.clone(),
+                guests_dir.clone(),
+                guests_dir.join(".cache"),
+            ]),
             cache_dir: guests_dir.join(".cache"),
             connection_file,
             agent_id: agent_id.to_string(),
@@ -265,6 +291,12 @@ mod tests {
                 "[secrets.cams]\norigins = [\"ftp://x\"]\n",
                 "secrets.cams.origins",
             ),
+            ("[policy]\nmax_wall_secs = -1\n", "policy.max_wall_secs"),
+            (
+                "[policy]\nfolders = [\"/no/such/folder\"]\n",
+                "policy.folders",
+            ),
+            ("[policy]\nmax_jobs = 1\n", "unknown field"),
         ] {
             let error = load(&format!("{base}{extra}")).unwrap_err().to_string();
             assert!(error.contains(expected), "{error}");

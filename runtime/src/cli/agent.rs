@@ -31,6 +31,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| anyhow::anyhow!("--config <agent.toml> is required"))?;
     let config = AgentConfig::load(&path)?;
     let secrets = Secrets::from_env()?;
+    let mut bound = secrets.clone();
+    config.bind_secrets(&mut bound);
     let status_listen = config.status_listen;
     let agent = Agent::start(config, secrets).await?;
     let served: Vec<String> = agent
@@ -44,6 +46,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "ok: registry reachable, token granted, guests: {}",
             served.join(", ")
         );
+        for guest in agent.catalog().guests() {
+            println!("{}:", guest.manifest().name);
+            for line in super::guests::grant_lines(guest.manifest(), &bound, true) {
+                println!("  {line}");
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(addr) = status_listen {

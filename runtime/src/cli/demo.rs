@@ -10,18 +10,18 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use corral::agent::Agent;
 use corral::agent::catalog::Catalog;
 use corral::agent::config::AgentConfig;
-use corral::bundled::{self, CAMERA_SIM_SECRET};
+use corral::bundled;
 use corral::client::RegistryClient;
 use corral::client::connection::ConnectionFile;
 use corral::client::retry::RetryPolicy;
 use corral::engine::{Runtime, RuntimeConfig};
-use corral::secrets::Secrets;
 use corral_camera_sim::{CameraSim, SimConfig, recording};
 use corral_registry::{JobJson, NewJob, Registry, RegistryConfig, Store, admin, auth, files, jobs};
 use sha2::{Digest, Sha256};
@@ -94,14 +94,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let secrets = bundled::camera_sim_secrets(&sim.base_url(), &camera.username, &camera.password);
     let mut config = AgentConfig::new(AGENT_ID, connection_path.clone(), guests_dir.clone());
     config.poll_interval = Duration::from_millis(500);
-    let runtime = Runtime::new(RuntimeConfig::default())?.with_secrets(Arc::new(secrets.clone()));
+    let runtime = Runtime::new(RuntimeConfig::default())?.with_secrets(Arc::new(secrets));
     let catalog = Catalog::load(&runtime, &guests_dir)?;
     let file = ConnectionFile::load(&connection_path)?;
     let client =
         RegistryClient::from_connection_file(&file, AGENT_ID, None, None, RetryPolicy::default())
             .map_err(anyhow::Error::msg)?;
     client.check().await.context("the agent's first token")?;
-    let agent = Agent::with_parts(client, catalog, config, secrets, RetryPolicy::default());
+    let agent = Agent::with_parts(client, catalog, config, RetryPolicy::default());
     let stop = agent.stopper();
     let agent_task = tokio::spawn(agent.run());
     println!(

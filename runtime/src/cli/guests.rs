@@ -2,9 +2,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use anyhow::Context;
 use corral::agent::catalog::Catalog;
+use corral::agent::config::AgentConfig;
 use corral::engine::{Runtime, RuntimeConfig};
+use corral::manifest::Manifest;
+use corral::policy::OperatorPolicy;
+use corral::secrets::Secrets;
 
 /// Arguments of `corral guests`.
 #[derive(clap::Args)]
@@ -22,10 +28,20 @@ enum Command {
         dir: PathBuf,
     },
     /// Validate one guest (a component of our world, with a manifest that
-    /// parses and grants that make sense) without running it.
+    /// parses and grants that make sense) without running it, and show what
+    /// each of its grants would get.
     Check {
-        /// The `.wasm`; its manifest is the `.toml` beside it.
+        /// The `.wasm`.
         wasm: PathBuf,
+        /// Its manifest (default: the `.toml` beside the `.wasm`).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// An agent config to check the guest against: its secret bindings,
+        /// with the values from `CORRAL_SECRET_*`, and its `[policy]` (without
+        /// it, secrets are shown as asked for but not checked, and the default
+        /// policy applies).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -45,21 +61,105 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { wasm } => match runtime.load(&wasm) {
-            Ok(guest) => {
-                let (name, version, serves) = identity(&guest);
-                println!(
-                    "ok: {name} {version} (sha256 {}) serves {serves}",
-                    guest.sha256()
-                );
-                Ok(ExitCode::SUCCESS)
+        Command::Check {
+            wasm,
+            manifest,
+            config,
+        } => {
+            let manifest_path = manifest.unwrap_or_else(|| Manifest::path_for(&wasm));
+            let manifest = Manifest::load(&manifest_path)?;
+            let (secrets, policy, checked) = match &config {
+                Some(path) => {
+                    let config = AgentConfig::load(path)?;
+                    let mut secrets = Secrets::from_env()?;
+                    config.bind_secrets(&mut secrets);
+                    (secrets, config.policy, true)
+                }
+                None => (
+                    stand_in_secrets(&manifest),
+                    OperatorPolicy::default(),
+                    false,
+                ),
+            };
+            let runtime = runtime
+                .with_secrets(Arc::new(secrets))
+                .with_policy(Arc::new(policy));
+            let bytes = std::fs::read(&wasm)
+                .with_context(|| format!("cannot read guest {}", wasm.display()))?;
+            match runtime.load_bytes(&bytes, manifest) {
+                Ok(guest) => {
+                    let (name, version, serves) = identity(&guest);
+                    println!(
+                        "ok: {name} {version} (sha256 {}) serves {serves}",
+                        guest.sha256()
+                    );
+                    for line in grant_lines(guest.manifest(), runtime.secrets(), checked) {
+                        println!("  {line}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("refused {}: {error}", wasm.display());
+                    Ok(ExitCode::FAILURE)
+                }
             }
-            Err(error) => {
-                eprintln!("refused {}: {error}", wasm.display());
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        }
     }
+}
+
+/// Secrets that satisfy every request of `manifest`, for a check without an
+/// agent config: each asked-for secret bound where it is asked for.
+fn stand_in_secrets(manifest: &Manifest) -> Secrets {
+    let mut secrets = Secrets::default();
+    for name in manifest
+        .http
+        .iter()
+        .filter_map(|grant| grant.credentials.as_ref())
+    {
+        let _ = secrets.insert(name, "stand-in:stand-in");
+    }
+    secrets.bind_as_asked(&manifest.http);
+    secrets
+}
+
+/// One line per grant: its origin, its methods and the secret it would get.
+pub fn grant_lines(manifest: &Manifest, secrets: &Secrets, checked: bool) -> Vec<String> {
+    let mut lines: Vec<String> = manifest
+        .http
+        .iter()
+        .map(|grant| {
+            let secret = match &grant.credentials {
+                None => "no secret".to_string(),
+                Some(name) if !checked => {
+                    format!("asks for secret `{name}` (not checked: pass --config agent.toml)")
+                }
+                Some(name) => {
+                    let bound: Vec<String> = secrets
+                        .bound_origins(name)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    format!(
+                        "secret `{name}` (bound by the operator to {})",
+                        bound.join(", ")
+                    )
+                }
+            };
+            format!(
+                "http {} [{}]: {secret}",
+                grant.origin(),
+                grant.methods.join(", ")
+            )
+        })
+        .collect();
+    lines.extend(manifest.tcp.iter().map(|addr| format!("tcp {addr}")));
+    lines.extend(
+        manifest
+            .folders
+            .iter()
+            .map(|(host, guest)| format!("folder {} as {guest} (read-only)", host.display())),
+    );
+    lines
 }
 
 /// A guest's name, version, and the job types it serves as the registry spells them.

@@ -69,7 +69,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // where this manifest asks for it. The agent binds secrets from agent.toml.
     secrets.bind_as_asked(&manifest.http);
     let secrets = Arc::new(secrets);
-    let runtime = Runtime::new(RuntimeConfig { max_instances: 2 })?.with_secrets(secrets.clone());
+    let folders = manifest.folders.iter().map(|(host, _)| host.clone());
+    let policy = corral::policy::OperatorPolicy::default().allowing_folders(folders);
+    let runtime = Runtime::new(RuntimeConfig { max_instances: 2 })?
+        .with_secrets(secrets.clone())
+        .with_policy(Arc::new(policy));
     let bytes = std::fs::read(&args.guest)
         .with_context(|| format!("cannot read guest {}", args.guest.display()))?;
     let guest = runtime
@@ -83,7 +87,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let printer = tokio::spawn(print_progress(progress_rx));
     let env = JobEnv {
         sink: sink.clone(),
-        secrets,
         progress: progress_tx,
     };
     let mut report = guest.run(&job, env).await;

@@ -30,6 +30,9 @@ pub enum LimitExceeded {
     /// Log lines.
     #[error("log limit of {0} lines exceeded")]
     Log(u32),
+    /// Log bytes (the operator's `policy.log_bytes_per_job`).
+    #[error("log limit of {0} bytes exceeded (policy.log_bytes_per_job)")]
+    LogBytes(u64),
     /// Tables or instances beyond what a component needs.
     #[error("table limit of {0} elements exceeded")]
     Table(usize),

@@ -1,13 +1,16 @@
 //! `corral:integration/log`: the guest's log lines.
 //!
-//! Links: the `log` interface. Per-job state: a line budget and the last lines
+//! Links: the `log` interface. Per-job state: a budget and the last lines
 //! (kept for the job report and failure messages). Limits: `limits.log_lines`
-//! lines a job, each cut at 4 KiB, with control characters made visible so a
+//! lines and the operator's `policy.log_bytes_per_job` bytes a job, at most
+//! `policy.log_lines_per_sec` lines a second shown (the rest dropped and
+//! counted), each cut at 4 KiB, with control characters made visible so a
 //! line cannot forge another or style a terminal ([`guest_text`]); a guest
 //! that logs past its budget is stopped with a message naming the limit (a
 //! flood is a bug or an attack).
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use super::JobState;
 use super::bindings::corral::integration::log::{Host, Level};
@@ -19,36 +22,70 @@ const MAX_LINE: usize = 4096;
 /// Lines kept for the report.
 const TAIL: usize = 20;
 
+/// What a job may log: lines (the manifest's `limits.log_lines`), bytes and
+/// a rate (the operator's policy).
+#[derive(Debug, Clone, Copy)]
+pub struct LogBudget {
+    /// Lines in all; past them the guest is stopped.
+    pub lines: u32,
+    /// Bytes in all; past them the guest is stopped.
+    pub bytes: u64,
+    /// Lines a second; more are dropped (and counted).
+    pub lines_per_sec: u32,
+}
+
 /// A job's log budget and recent lines.
 #[derive(Debug)]
 pub struct GuestLog {
     guest: String,
     job_id: String,
-    budget: u32,
-    limit: u32,
+    budget: LogBudget,
+    lines_left: u32,
+    bytes_left: u64,
+    /// Tokens of the rate's bucket, refilled `lines_per_sec` a second.
+    tokens: f64,
+    refilled: Instant,
+    dropped: u64,
     tail: VecDeque<String>,
 }
 
 impl GuestLog {
-    /// A log for `job_id` run by `guest`, keeping at most `budget` lines.
-    pub fn new(guest: &str, job_id: &str, budget: u32) -> GuestLog {
+    /// A log for `job_id` run by `guest`, within `budget`.
+    pub fn new(guest: &str, job_id: &str, budget: LogBudget) -> GuestLog {
         GuestLog {
             guest: guest.to_string(),
             job_id: job_id.to_string(),
             budget,
-            limit: budget,
+            lines_left: budget.lines,
+            bytes_left: budget.bytes,
+            tokens: f64::from(budget.lines_per_sec),
+            refilled: Instant::now(),
+            dropped: 0,
             tail: VecDeque::with_capacity(TAIL),
         }
     }
 
-    /// Records one line from the guest; `Err` once the budget is spent.
+    /// Records one line from the guest; `Err` once the budget is spent. A line
+    /// over the rate counts against the budget but is dropped.
     pub fn write(&mut self, level: Level, message: &str) -> Result<(), LimitExceeded> {
-        if self.budget == 0 {
-            return Err(LimitExceeded::Log(self.limit));
+        if self.lines_left == 0 {
+            return Err(LimitExceeded::Log(self.budget.lines));
         }
-        self.budget -= 1;
+        self.lines_left -= 1;
         let shown = guest_text::visible(message.trim_end());
         let line = truncate(&shown, MAX_LINE);
+        self.bytes_left = match self.bytes_left.checked_sub(line.len() as u64) {
+            Some(left) => left,
+            None => return Err(LimitExceeded::LogBytes(self.budget.bytes)),
+        };
+        let rate = f64::from(self.budget.lines_per_sec);
+        self.tokens = (self.tokens + self.refilled.elapsed().as_secs_f64() * rate).min(rate);
+        self.refilled = Instant::now();
+        if self.tokens < 1.0 {
+            self.dropped += 1;
+            return Ok(());
+        }
+        self.tokens -= 1.0;
         let (guest, job) = (&self.guest, &self.job_id);
         match level {
             Level::Trace => tracing::trace!(guest, job, "{line}"),
@@ -64,9 +101,16 @@ impl GuestLog {
         Ok(())
     }
 
-    /// The last lines logged, oldest first.
+    /// The last lines logged, oldest first, and a note of lines dropped.
     pub fn tail(&self) -> Vec<String> {
-        self.tail.iter().cloned().collect()
+        let mut tail: Vec<String> = self.tail.iter().cloned().collect();
+        if self.dropped > 0 {
+            tail.push(format!(
+                "({} lines dropped: over policy.log_lines_per_sec = {})",
+                self.dropped, self.budget.lines_per_sec
+            ));
+        }
+        tail
     }
 }
 

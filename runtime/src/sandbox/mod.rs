@@ -96,6 +96,8 @@ pub struct JobSetup<'a> {
     pub policy: Arc<OutboundPolicy>,
     /// Its settings, shared by all its jobs.
     pub settings: Arc<BTreeMap<String, String>>,
+    /// What a job may log.
+    pub log: log::LogBudget,
     /// The job's id, for logs.
     pub job_id: &'a str,
     /// Where outputs go.
@@ -147,7 +149,7 @@ impl JobState {
             memory: MemoryLimiter::new(limits.memory_bytes),
             cpu: CpuMeter::new(limits.cpu),
             progress: setup.progress,
-            log: GuestLog::new(&setup.manifest.name, setup.job_id, limits.log_lines),
+            log: GuestLog::new(&setup.manifest.name, setup.job_id, setup.log),
             settings: setup.settings,
             outputs: JobOutputs::new(setup.sink, limits.output_bytes),
             stderr,

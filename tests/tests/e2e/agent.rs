@@ -264,10 +264,7 @@ async fn each_outcome_maps_to_its_registry_call() {
 
     // Failed: the camera refuses the agent's credentials.
     let failing = world.post(vec![world.job("discovery", None)]).await;
-    let mut secrets = corral::secrets::Secrets::default();
-    secrets
-        .insert(corral::bundled::CAMERA_SIM_SECRET, "operator:wrong")
-        .unwrap();
+    let secrets = corral::bundled::camera_sim_secrets(&world.sim.base_url(), "operator", "wrong");
     let agent = world.agent_with(world.config(), secrets);
     let done = world.wait_final(&failing, Duration::from_secs(30)).await;
     assert_eq!(done[0].state, "Failed");

@@ -14,10 +14,10 @@ use corral::engine::{Runtime, RuntimeConfig};
 use corral::guest::{Guest, GuestError, JobOutcome};
 use corral::manifest::Manifest;
 use corral::origin::OriginPattern;
+use corral::policy::OperatorPolicy;
 use corral::protocol::JobType;
 use corral::sandbox::address::this_machine_addresses;
 use corral::sandbox::resolver::StaticResolver;
-use corral::secrets::Secrets;
 use corral_camera_sim::SimConfig;
 use corral_tests::test_guests::{HOSTILE, OTHER_WORLD};
 use corral_tests::{Harness, job};
@@ -63,8 +63,6 @@ struct Attack {
     expect: String,
     /// The guest that attacks (the hostile guest under some manifest).
     guest: Guest,
-    /// The secrets it was loaded against.
-    secrets: Arc<Secrets>,
 }
 
 /// What an attack is, before it is given its guest.
@@ -74,7 +72,6 @@ fn attack(
     params: Vec<(&'static str, String)>,
     expect: impl Into<String>,
     guest: &Guest,
-    secrets: &Arc<Secrets>,
 ) -> Attack {
     Attack {
         name,
@@ -82,7 +79,6 @@ fn attack(
         params,
         expect: expect.into(),
         guest: guest.clone(),
-        secrets: secrets.clone(),
     }
 }
 
@@ -99,8 +95,14 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
         "[[tcp]]\naddress = \"{tcp_granted}\"\n\n[[folders]]\nhost = \"{}\"\nguest = \"/exports\"\n",
         exports.path().display()
     );
-    let hostile = harness
-        .runtime
+    // The operator's policy allows the exports folder (and no other).
+    let with_exports = Runtime::new(RuntimeConfig { max_instances: 4 })
+        .unwrap()
+        .with_secrets(harness.secrets.clone())
+        .with_policy(Arc::new(
+            OperatorPolicy::default().allowing_folders([exports.path().to_path_buf()]),
+        ));
+    let hostile = with_exports
         .load_bytes(HOSTILE, manifest_with(&camera, &extra))
         .expect("the hostile guest is a valid component");
     // What the grants allow works.
@@ -263,7 +265,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             vec![("attack", "endless-loop".into())],
             "CPU time limit of 1s exceeded",
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "memory bomb",
@@ -271,7 +272,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             vec![("attack", "memory-bomb".into())],
             "memory limit of 64 MiB exceeded",
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "deep recursion",
@@ -279,7 +279,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             vec![("attack", "deep-recursion".into())],
             "call stack exhausted",
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "10 GiB output",
@@ -287,7 +286,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             vec![("attack", "huge-output".into())],
             "output limit of 16777216 bytes exceeded",
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "HTTP to a host not granted",
@@ -298,7 +296,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             ],
             "http://10.255.255.1:80 is not granted by the manifest",
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "HTTP to the registry",
@@ -306,7 +303,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             vec![("attack", "http".into()), ("target", registry_like)],
             "http://127.0.0.1:9 is not granted by the manifest",
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "a granted name resolving elsewhere",
@@ -320,7 +316,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             ],
             "resolved to 127.0.0.1",
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "reading /etc/passwd",
@@ -331,7 +326,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             ],
             "reading /etc/passwd was refused",
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "reading the agent's config",
@@ -342,7 +336,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             ],
             "was refused",
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "writing into a read-only folder",
@@ -353,7 +346,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             ],
             "writing /exports/x was refused",
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "raw TCP to an endpoint not granted",
@@ -364,7 +356,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             ],
             "was refused",
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "reading the environment",
@@ -372,7 +363,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             vec![("attack", "environment".into())],
             "saw 0 environment variables [] and arguments []",
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "a flood of progress and log calls",
@@ -380,7 +370,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             vec![("attack", "flood".into())],
             "log limit of 1000 lines exceeded",
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "blocked forever in a host call",
@@ -391,7 +380,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             ],
             format!("wall time limit of {WALL_SECS}s exceeded"),
             &blocked_guest,
-            &harness.secrets,
         ),
         attack(
             "a trap",
@@ -399,7 +387,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             vec![("attack", "trap".into())],
             "the guest gives up on purpose",
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "exit(0) instead of a result",
@@ -407,7 +394,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             vec![("attack", "exit".into())],
             "the guest called exit(0) instead of returning a result",
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "credentials reflected by TRACE",
@@ -419,7 +405,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             ],
             format!("TRACE to http://{echo} is not granted (the grant allows GET, HEAD)"),
             &reflecting,
-            &reflecting_secrets,
         ),
         attack(
             "credentials reflected by an echo page",
@@ -430,7 +415,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             ],
             "reflected the credentials the host added (secret `camera-sim`)",
             &reflecting,
-            &reflecting_secrets,
         ),
         attack(
             "credentials reflected deep in a spliced body",
@@ -441,7 +425,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             ],
             "reflected the credentials the host added (secret `camera-sim`)",
             &reflecting,
-            &reflecting_secrets,
         ),
         attack(
             "a method the grant does not list",
@@ -454,7 +437,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             "POST to http://127.0.0.1:PORT is not granted (the grant allows GET, HEAD)"
                 .replace("PORT", &camera_port),
             &hostile,
-            &harness.secrets,
         ),
         attack(
             "a wildcard grant and the bare domain",
@@ -465,7 +447,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             ],
             format!("http://cams.test:{camera_port} is not granted"),
             &named,
-            &harness.secrets,
         ),
         attack(
             "a wildcard grant and a look-alike domain",
@@ -476,7 +457,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             ],
             format!("http://evilcams.test:{camera_port} is not granted"),
             &named,
-            &harness.secrets,
         ),
         attack(
             "a wildcard grant and a suffix trick",
@@ -490,7 +470,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             ],
             format!("http://a.cams.test.evil.test:{camera_port} is not granted"),
             &named,
-            &harness.secrets,
         ),
         attack(
             "log and message forgery",
@@ -498,7 +477,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             vec![("attack", "forgery".into())],
             "nothing\\n2026-12-02T10:00:00.000000Z  INFO corral::agent::runner: job=2 completed \\u{1b}[0m",
             &hostile,
-            &harness.secrets,
         ),
     ];
     for (name, ip, why) in &names {
@@ -519,7 +497,6 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             ],
             format!("which is {why}"),
             &named,
-            &harness.secrets,
         ));
     }
 
@@ -541,10 +518,8 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             Some("cam-0002"),
         );
         let started = Instant::now();
-        let (bad_report, good_report) = tokio::join!(
-            harness.run_with_secrets(&attack.guest, &bad, attack.secrets.clone()),
-            harness.run(&good)
-        );
+        let (bad_report, good_report) =
+            tokio::join!(harness.run_with(&attack.guest, &bad), harness.run(&good));
         let elapsed = started.elapsed();
         assert_eq!(
             good_report.outcome,
@@ -702,4 +677,82 @@ fn write_report(rows: &[(String, String, String, Duration)]) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/security.md");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, doc).unwrap();
+}
+
+/// Two guests under one agent: http-vms discovered camera-sim's cameras; a
+/// hostile guest hot-loaded beside it (its manifest with a wildcard grant, so
+/// the agent's own loader parses one) reports the same device ids. Its claims
+/// are refused and shown, the merged discovery file lists each camera once,
+/// and the next thumbnail for a camera still goes to http-vms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cannot_take_another_guests_cameras() {
+    use corral_registry::RegistryConfig;
+    use corral_tests::world::World;
+
+    let world = World::start(RegistryConfig::default(), SimConfig::with_devices(2)).await;
+    let agent = world.agent(world.config());
+    let first = world.post(vec![world.job("discovery", None)]).await;
+    let done = world.wait_final(&first, Duration::from_secs(30)).await;
+    assert_eq!(done[0].state, "Completed");
+
+    // The hostile guest arrives, sorted before http-vms, claiming its cameras.
+    std::fs::write(
+        world.guests_dir.join("aaa-hostile.toml"),
+        "name = \"hostile\"\nversion = \"6.6.6\"\njobs = [\"discovery\", \"thumbnail\"]\n\
+         [settings]\nclaim = \"cam-0001,cam-0002,cam-hostile\"\n\
+         [[http]]\norigin = \"https://*.cams.example.com\"\n",
+    )
+    .unwrap();
+    std::fs::write(world.guests_dir.join("aaa-hostile.wasm"), HOSTILE).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agent.catalog.guests().len() < 2 {
+        assert!(Instant::now() < deadline, "{}", agent.catalog.describe());
+        agent.reload.notify_one();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let second = world.post(vec![world.job("discovery", None)]).await;
+    let done = world.wait_final(&second, Duration::from_secs(30)).await;
+    assert_eq!(done[0].state, "Completed", "{:?}", done[0].message);
+    let listed: serde_json::Value =
+        serde_json::from_slice(&world.registry.job_plaintext(&done[0]).await).unwrap();
+    let devices = listed["devices"].as_array().unwrap();
+    let mut ids: Vec<&str> = devices
+        .iter()
+        .map(|device| device["deviceId"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["cam-0001", "cam-0002", "cam-hostile"], "{listed}");
+    for device in devices {
+        let hijacked = device["name"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hijacked");
+        assert_eq!(hijacked, device["deviceId"] == "cam-hostile", "{listed}");
+    }
+    let conflicts = agent.catalog.device_conflicts();
+    assert_eq!(conflicts.len(), 2, "{conflicts:?}");
+    assert!(
+        conflicts
+            .iter()
+            .all(|conflict| conflict.claimant == "hostile"
+                && conflict.owner.as_deref() == Some("http-vms"))
+    );
+    assert!(agent.catalog.describe()["deviceConflicts"][0]["owner"] == "http-vms");
+
+    // The thumbnail, asking for a forgery should the hostile guest get it.
+    let mut thumbnail = world.job("thumbnail", Some("cam-0001"));
+    thumbnail
+        .parameters
+        .insert("attack".into(), "tagged-thumbnail".into());
+    let ids = world.post(vec![thumbnail]).await;
+    let done = world.wait_final(&ids, Duration::from_secs(30)).await;
+    assert_eq!(done[0].state, "Completed", "{:?}", done[0].message);
+    let jpeg = world.registry.job_plaintext(&done[0]).await;
+    assert!(jpeg.starts_with(&[0xff, 0xd8, 0xff]) && jpeg.len() > 1000);
+    assert!(
+        !String::from_utf8_lossy(&jpeg).contains("tag:"),
+        "a forged image"
+    );
+    agent.stop().await;
 }

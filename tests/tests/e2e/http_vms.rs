@@ -174,11 +174,28 @@ async fn a_recording_cut_mid_stream_keeps_no_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_camera_credentials_fail_with_the_status() {
+async fn a_missing_secret_is_refused_at_load_and_a_wrong_one_fails_with_the_status() {
     let harness = Harness::start(SimConfig::with_devices(1)).await;
     let mut manifest = corral::bundled::http_vms_manifest(&harness.sim.base_url()).unwrap();
     manifest.http[0].credentials = Some("no-such-secret".into());
-    let guest = harness.guest_with(manifest);
+    let refused = harness.try_guest_with(manifest).map(drop).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("set CORRAL_SECRET_NO_SUCH_SECRET=user:password"),
+        "{refused}"
+    );
+
+    let base = harness.sim.base_url();
+    let wrong = corral::bundled::camera_sim_secrets(&base, "operator", "wrong");
+    let guest = corral::engine::Runtime::new(corral::engine::RuntimeConfig { max_instances: 2 })
+        .unwrap()
+        .with_secrets(std::sync::Arc::new(wrong))
+        .load_bytes(
+            corral::bundled::HTTP_VMS,
+            corral::bundled::http_vms_manifest(&base).unwrap(),
+        )
+        .unwrap();
     let report = harness
         .run_with(&guest, &job("d3", JobType::Discovery, None))
         .await;

@@ -5,7 +5,10 @@ use corral::engine::{Runtime, RuntimeConfig};
 use corral::guest::GuestError;
 
 fn load(bytes: &[u8]) -> Result<(), GuestError> {
-    let runtime = Runtime::new(RuntimeConfig { max_instances: 2 }).unwrap();
+    let secrets = bundled::camera_sim_secrets("http://127.0.0.1:8081", "operator", "sim-secret");
+    let runtime = Runtime::new(RuntimeConfig { max_instances: 2 })
+        .unwrap()
+        .with_secrets(std::sync::Arc::new(secrets));
     let manifest = bundled::http_vms_manifest("http://127.0.0.1:8081").unwrap();
     runtime.load_bytes(bytes, manifest).map(drop)
 }

@@ -152,7 +152,6 @@ async fn a_guests_recording_is_uploaded_encrypted_and_decrypts_to_the_cameras_by
     // The same guest, the same job: only the sink differs from run-job's.
     let env = JobEnv {
         sink: Arc::new(sink(&store)),
-        secrets: harness.secrets.clone(),
         progress: progress::channel().0,
     };
     let report = harness.guest.run(&job, env).await;

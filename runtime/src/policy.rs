@@ -1,0 +1,345 @@
+//! The operator's policy over manifests: what any guest of this agent may be
+//! granted at most. A manifest *asks*; the policy (`[policy]` in `agent.toml`)
+//! bounds what it can get, and a manifest that asks for more is refused at
+//! load with a message naming the policy key to change.
+//!
+//! ```toml
+//! [policy]                         # every key optional; the defaults are shown
+//! folders = []                     # host folders a manifest may grant (it may grant them or folders inside)
+//! max_memory_mib = 1024
+//! max_cpu_secs = 600
+//! max_wall_secs = 3600
+//! max_output_mib = 65536
+//! max_log_lines = 10000
+//! log_bytes_per_job = 1048576      # all of a job's log lines together
+//! log_lines_per_sec = 100          # lines past this rate are dropped (and counted)
+//! # origins = ["http://10.0.0.0"]  # if set, the only HTTP origins a manifest may grant (`*.` allowed)
+//! # tcp = ["10.0.0.5:554"]         # if set, the only raw TCP endpoints a manifest may grant
+//! allow_symlinks = false           # guest files that are links (to files owned by the agent's user or root)
+//! ```
+//!
+//! Whatever the policy says, a folder grant that holds the agent's own files
+//! (its config, connection file, compile cache) is refused.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::manifest::{Limits, Manifest};
+use crate::origin::OriginPattern;
+
+/// Why a manifest is refused by the policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyRefusal(String);
+
+/// The operator's bounds on every manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorPolicy {
+    /// Host folders a manifest may grant (or folders inside them).
+    pub folders: Vec<PathBuf>,
+    /// The largest limits a manifest may ask for.
+    pub max: Limits,
+    /// Bytes of log a job may write.
+    pub log_bytes_per_job: u64,
+    /// Log lines a second a job may write; more are dropped.
+    pub log_lines_per_sec: u32,
+    /// If set, the only HTTP origins a manifest may grant.
+    pub origins: Option<Vec<OriginPattern>>,
+    /// If set, the only raw TCP endpoints a manifest may grant.
+    pub tcp: Option<Vec<SocketAddr>>,
+    /// Whether guest files may be symbolic links.
+    pub allow_symlinks: bool,
+    /// The agent's own files and folders, never grantable.
+    pub protected: Vec<PathBuf>,
+}
+
+impl Default for OperatorPolicy {
+    fn default() -> Self {
+        OperatorPolicy {
+            folders: Vec::new(),
+            max: Limits {
+                memory_bytes: 1 << 30,
+                cpu: Duration::from_secs(600),
+                wall: Duration::from_secs(3600),
+                output_bytes: 64 << 30,
+                log_lines: 10_000,
+            },
+            log_bytes_per_job: 1 << 20,
+            log_lines_per_sec: 100,
+            origins: None,
+            tcp: None,
+            allow_symlinks: false,
+            protected: Vec::new(),
+        }
+    }
+}
+
+/// `[policy]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    #[serde(default)]
+    folders: Vec<PathBuf>,
+    max_memory_mib: Option<u64>,
+    max_cpu_secs: Option<f64>,
+    max_wall_secs: Option<f64>,
+    max_output_mib: Option<u64>,
+    max_log_lines: Option<u32>,
+    log_bytes_per_job: Option<u64>,
+    log_lines_per_sec: Option<u32>,
+    origins: Option<Vec<String>>,
+    tcp: Option<Vec<String>>,
+    #[serde(default)]
+    allow_symlinks: bool,
+}
+
+impl RawPolicy {
+    /// The policy, paths resolved against `base`; `Err` names the bad key.
+    pub fn resolve(self, base: &Path) -> Result<OperatorPolicy, String> {
+        let defaults = OperatorPolicy::default();
+        let secs = |value: Option<f64>, key: &str, default: Duration| match value {
+            None => Ok(default),
+            Some(s) if s.is_finite() && s > 0.0 && s < 1e7 => Ok(Duration::from_secs_f64(s)),
+            Some(s) => Err(format!(
+                "policy.{key} = {s} is not a positive number of seconds"
+            )),
+        };
+        let folders = self
+            .folders
+            .into_iter()
+            .map(|folder| {
+                let folder = if folder.is_absolute() {
+                    folder
+                } else {
+                    base.join(folder)
+                };
+                std::fs::canonicalize(&folder).map_err(|error| {
+                    format!(
+                        "policy.folders: {} cannot be used: {error}",
+                        folder.display()
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let origins = self
+            .origins
+            .map(|origins| {
+                origins
+                    .iter()
+                    .map(|origin| {
+                        OriginPattern::parse(origin).map_err(|why| format!("policy.origins: {why}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let tcp = self
+            .tcp
+            .map(|endpoints| {
+                endpoints
+                    .iter()
+                    .map(|endpoint| {
+                        endpoint.parse::<SocketAddr>().map_err(|_| {
+                            format!("policy.tcp: `{endpoint}` is not an IP address and port")
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        Ok(OperatorPolicy {
+            folders,
+            max: Limits {
+                memory_bytes: self
+                    .max_memory_mib
+                    .map_or(defaults.max.memory_bytes, |mib| mib.saturating_mul(1 << 20)),
+                cpu: secs(self.max_cpu_secs, "max_cpu_secs", defaults.max.cpu)?,
+                wall: secs(self.max_wall_secs, "max_wall_secs", defaults.max.wall)?,
+                output_bytes: self
+                    .max_output_mib
+                    .map_or(defaults.max.output_bytes, |mib| mib.saturating_mul(1 << 20)),
+                log_lines: self.max_log_lines.unwrap_or(defaults.max.log_lines),
+            },
+            log_bytes_per_job: self.log_bytes_per_job.unwrap_or(defaults.log_bytes_per_job),
+            log_lines_per_sec: self
+                .log_lines_per_sec
+                .unwrap_or(defaults.log_lines_per_sec)
+                .max(1),
+            origins,
+            tcp,
+            allow_symlinks: self.allow_symlinks,
+            protected: Vec::new(),
+        })
+    }
+}
+
+impl OperatorPolicy {
+    /// This policy, with `paths` (the agent's own files) never grantable.
+    pub fn protecting(mut self, paths: impl IntoIterator<Item = PathBuf>) -> OperatorPolicy {
+        self.protected.extend(
+            paths
+                .into_iter()
+                .map(|path| std::fs::canonicalize(&path).unwrap_or(path)),
+        );
+        self
+    }
+
+    /// Whether `manifest` asks for no more than this policy allows.
+    pub fn check(&self, manifest: &Manifest) -> Result<(), PolicyRefusal> {
+        let refuse = |message: String| Err(PolicyRefusal(message));
+        let limits = &manifest.limits;
+        let over = |name: &str, key: &str, asked: String, max: String| {
+            PolicyRefusal(format!(
+                "limits.{name} = {asked} is over the operator's policy.{key} = {max}"
+            ))
+        };
+        if limits.memory_bytes > self.max.memory_bytes {
+            return Err(over(
+                "memory_mib",
+                "max_memory_mib",
+                (limits.memory_bytes >> 20).to_string(),
+                (self.max.memory_bytes >> 20).to_string(),
+            ));
+        }
+        if limits.cpu > self.max.cpu {
+            return Err(over(
+                "cpu_secs",
+                "max_cpu_secs",
+                limits.cpu.as_secs_f64().to_string(),
+                self.max.cpu.as_secs_f64().to_string(),
+            ));
+        }
+        if limits.wall > self.max.wall {
+            return Err(over(
+                "wall_secs",
+                "max_wall_secs",
+                limits.wall.as_secs_f64().to_string(),
+                self.max.wall.as_secs_f64().to_string(),
+            ));
+        }
+        if limits.output_bytes > self.max.output_bytes {
+            return Err(over(
+                "output_mib",
+                "max_output_mib",
+                (limits.output_bytes >> 20).to_string(),
+                (self.max.output_bytes >> 20).to_string(),
+            ));
+        }
+        if limits.log_lines > self.max.log_lines {
+            return Err(over(
+                "log_lines",
+                "max_log_lines",
+                limits.log_lines.to_string(),
+                self.max.log_lines.to_string(),
+            ));
+        }
+        for (host, _) in &manifest.folders {
+            let real = std::fs::canonicalize(host).unwrap_or_else(|_| host.clone());
+            if let Some(own) = self
+                .protected
+                .iter()
+                .find(|own| own.starts_with(&real) || real.starts_with(own))
+            {
+                return refuse(format!(
+                    "folder {} holds the agent's own {}: it is never granted",
+                    host.display(),
+                    own.display()
+                ));
+            }
+            if !self.folders.iter().any(|allowed| real.starts_with(allowed)) {
+                return refuse(format!(
+                    "folder {} is not allowed by the operator's policy.folders (add it, or a folder above it, to [policy] folders in agent.toml)",
+                    real.display()
+                ));
+            }
+        }
+        if let Some(origins) = &self.origins {
+            for grant in &manifest.http {
+                if !origins
+                    .iter()
+                    .any(|allowed| allowed.covers(&grant.pattern()))
+                {
+                    return refuse(format!(
+                        "http grant {} is not allowed by the operator's policy.origins",
+                        grant.origin()
+                    ));
+                }
+            }
+        }
+        if let Some(tcp) = &self.tcp {
+            for endpoint in &manifest.tcp {
+                if !tcp.contains(endpoint) {
+                    return refuse(format!(
+                        "tcp grant {endpoint} is not allowed by the operator's policy.tcp"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A policy that allows every folder, for code that builds its own trusted
+    /// set-up (tests, `corral run-job`); the agent never uses it.
+    pub fn allowing_folders(
+        mut self,
+        folders: impl IntoIterator<Item = PathBuf>,
+    ) -> OperatorPolicy {
+        self.folders.extend(
+            folders
+                .into_iter()
+                .map(|path| std::fs::canonicalize(&path).unwrap_or(path)),
+        );
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(extra: &str) -> Manifest {
+        Manifest::parse(
+            &format!("name = \"g\"\nversion = \"1\"\njobs = [\"thumbnail\"]\n{extra}"),
+            Path::new("g.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn limits_over_the_policy_name_the_key() {
+        let policy = OperatorPolicy::default();
+        let error = policy
+            .check(&manifest("[limits]\nwall_secs = 9999999"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("policy.max_wall_secs = 3600"), "{error}");
+        let error = policy
+            .check(&manifest("[limits]\nlog_lines = 4294967295"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("policy.max_log_lines"), "{error}");
+        assert!(policy.check(&manifest("")).is_ok());
+    }
+
+    #[test]
+    fn folders_need_the_policy_and_never_hold_the_agents_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let exports = dir.path().join("exports");
+        std::fs::create_dir(&exports).unwrap();
+        let grant = format!(
+            "[[folders]]\nhost = \"{}\"\nguest = \"/e\"\n",
+            exports.display()
+        );
+        let root = "[[folders]]\nhost = \"/\"\nguest = \"/r\"\n";
+        let policy = OperatorPolicy::default();
+        let error = policy.check(&manifest(&grant)).unwrap_err().to_string();
+        assert!(error.contains("policy.folders"), "{error}");
+        let policy = policy
+            .allowing_folders([dir.path().to_path_buf()])
+            .protecting([dir.path().join("agent.toml")]);
+        assert!(policy.check(&manifest(&grant)).is_ok());
+        let error = policy.check(&manifest(root)).unwrap_err().to_string();
+        assert!(error.contains("agent's own"), "{error}");
+    }
+}
