@@ -1,18 +1,27 @@
 //! Compiled guests cached on disk, so a restart or a swap back loads in
 //! milliseconds instead of compiling again.
 //!
-//! An entry is named by the engine's compatibility hash and the SHA-256 of the
-//! `.wasm`, and a sidecar holds the SHA-256 of the compiled bytes as written.
-//! An entry whose bytes do not match its sidecar (truncated, replaced), or that
-//! wasmtime refuses (another version or configuration), is ignored and the
-//! guest compiled again. The folder is created private to the agent's user:
-//! compiled code is trusted once it passes these checks, so only the agent may
-//! write there.
+//! Compiled code is native code the agent runs, so it is trusted only when
+//! the agent can prove it wrote it:
+//! - the folder must be the agent's own: it and every folder above it owned by
+//!   the agent's user or root and writable by no one else (a sticky folder
+//!   such as `/tmp` above it is fine); otherwise it is refused and guests are
+//!   compiled without a cache;
+//! - an entry is named by the engine's compatibility hash and the SHA-256 of
+//!   the `.wasm`, and its sidecar holds an HMAC-SHA256, under a key the agent
+//!   keeps beside the folder (`<folder>.key`, mode 0600, never inside it), of
+//!   the module's SHA-256 and the compiled bytes. An entry whose tag does not
+//!   verify (planted, truncated, copied from another guest), or that wasmtime
+//!   refuses (another version or configuration), is ignored and the guest
+//!   compiled again.
+//!
+//! The default folder is the user's cache (`$XDG_CACHE_HOME/corral/guests`,
+//! else `~/.cache/corral/guests`), never inside the guests folder.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use aws_lc_rs::hmac;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -28,26 +37,123 @@ pub enum CacheUse {
 }
 
 /// A folder of compiled guests for one engine configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ArtifactCache {
     dir: PathBuf,
     engine_key: String,
+    tag_key: hmac::Key,
+}
+
+impl std::fmt::Debug for ArtifactCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArtifactCache")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The user id the agent runs as.
+pub fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The default cache folder: the user's cache, never the guests folder.
+pub fn default_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|path| path.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("corral-{}", current_uid())));
+    base.join("corral").join("guests")
+}
+
+/// Whether `dir` and every folder above it are the agent's own: owned by its
+/// user or root, writable by no one else (above it, a sticky folder may be).
+pub fn check_private(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
+    let dir = std::fs::canonicalize(dir)?;
+    let me = current_uid();
+    for (depth, folder) in dir.ancestors().enumerate() {
+        let metadata = std::fs::metadata(folder)?;
+        if metadata.uid() != me && metadata.uid() != 0 {
+            return Err(refuse(format!(
+                "{} is owned by user {}, neither the agent's user ({me}) nor root",
+                folder.display(),
+                metadata.uid()
+            )));
+        }
+        let others_write = metadata.mode() & 0o022 != 0;
+        let sticky = metadata.mode() & 0o1000 != 0;
+        if others_write && (depth == 0 || !sticky) {
+            return Err(refuse(format!(
+                "{} is writable by other users (mode {:o})",
+                folder.display(),
+                metadata.mode() & 0o7777
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The cache's tag key, beside the folder: read, or made once (0600).
+fn tag_key(dir: &Path) -> std::io::Result<hmac::Key> {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let path = dir.with_extension("key");
+    if !path.exists() {
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret).map_err(|_| std::io::Error::other("no randomness"))?;
+        let partial = dir.with_extension(format!("key.{}", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)?;
+        file.write_all(&secret)?;
+        drop(file);
+        // Linking never replaces: of two agents making it at once, one wins.
+        let _ = std::fs::hard_link(&partial, &path);
+        let _ = std::fs::remove_file(&partial);
+    }
+    let metadata = std::fs::symlink_metadata(&path)?;
+    if !metadata.is_file() || metadata.uid() != current_uid() || metadata.mode() & 0o077 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "the cache key {} must be a regular file of the agent's user, mode 0600",
+                path.display()
+            ),
+        ));
+    }
+    let secret = std::fs::read(&path)?;
+    if secret.len() != 32 {
+        return Err(std::io::Error::other(format!(
+            "the cache key {} is not 32 bytes",
+            path.display()
+        )));
+    }
+    Ok(hmac::Key::new(hmac::HMAC_SHA256, &secret))
 }
 
 impl ArtifactCache {
-    /// A cache in `dir` (created, private) for `engine`.
+    /// A cache in `dir` (created, private) for `engine`; `Err` says why the
+    /// folder cannot be trusted.
     pub fn new(dir: &Path, engine: &Engine) -> std::io::Result<ArtifactCache> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         std::fs::create_dir_all(dir)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
+        if std::fs::metadata(dir)?.uid() == current_uid() {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
+        check_private(dir)?;
+        let tag_key = tag_key(dir)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(ArtifactCache {
             dir: dir.to_path_buf(),
             engine_key: format!("{:016x}", hasher.finish()),
+            tag_key,
         })
     }
 
@@ -55,7 +161,7 @@ impl ArtifactCache {
         let stem = format!("{}-{wasm_sha256}", self.engine_key);
         (
             self.dir.join(format!("{stem}.cwasm")),
-            self.dir.join(format!("{stem}.sha256")),
+            self.dir.join(format!("{stem}.tag")),
         )
     }
 
@@ -68,14 +174,13 @@ impl ArtifactCache {
         wasm_sha256: &str,
     ) -> wasmtime::Result<(Component, CacheUse)> {
         let (artifact, sidecar) = self.paths(wasm_sha256);
-        if let (Ok(bytes), Ok(digest)) =
-            (std::fs::read(&artifact), std::fs::read_to_string(&sidecar))
+        if let (Ok(bytes), Ok(tag)) = (std::fs::read(&artifact), std::fs::read_to_string(&sidecar))
         {
-            if hex(&Sha256::digest(&bytes)) == digest.trim() {
+            if self.verify(wasm_sha256, &bytes, tag.trim()) {
                 // SAFETY: the bytes are what this agent serialized for this
-                // engine (the digest matches the one written beside them, in a
-                // folder only the agent writes), and wasmtime checks the engine
-                // compatibility header before using them.
+                // module and engine: their tag verifies under the agent's key,
+                // which no one else can read or write, and wasmtime checks the
+                // engine compatibility header before using them.
                 match unsafe { Component::deserialize(engine, &bytes) } {
                     Ok(component) => return Ok((component, CacheUse::Hit)),
                     Err(error) => {
@@ -84,26 +189,52 @@ impl ArtifactCache {
                 }
             } else {
                 tracing::warn!(
-                    "ignoring cache entry {}: its digest does not match",
+                    "ignoring cache entry {}: its tag does not verify (not written by this agent for this module)",
                     artifact.display()
                 );
             }
         }
         let component = Component::new(engine, wasm)?;
-        if let Err(error) = self.store(&component, &artifact, &sidecar) {
+        if let Err(error) = self.store(&component, wasm_sha256, &artifact, &sidecar) {
             tracing::warn!("cannot cache {}: {error}", artifact.display());
         }
         Ok((component, CacheUse::Miss))
     }
 
-    fn store(&self, component: &Component, artifact: &Path, sidecar: &Path) -> anyhow::Result<()> {
+    /// The tag of `bytes` compiled from the module `wasm_sha256`.
+    fn tag(&self, wasm_sha256: &str, bytes: &[u8]) -> String {
+        let mut context = hmac::Context::with_key(&self.tag_key);
+        context.update(wasm_sha256.as_bytes());
+        context.update(b"\0");
+        context.update(bytes);
+        hex(context.sign().as_ref())
+    }
+
+    fn verify(&self, wasm_sha256: &str, bytes: &[u8], tag: &str) -> bool {
+        let expected = self.tag(wasm_sha256, bytes);
+        // Both are hex of the same length; compare in constant time.
+        expected.len() == tag.len()
+            && aws_lc_rs::constant_time::verify_slices_are_equal(
+                expected.as_bytes(),
+                tag.as_bytes(),
+            )
+            .is_ok()
+    }
+
+    fn store(
+        &self,
+        component: &Component,
+        wasm_sha256: &str,
+        artifact: &Path,
+        sidecar: &Path,
+    ) -> anyhow::Result<()> {
         let bytes = component
             .serialize()
             .map_err(|error| anyhow::anyhow!("{error:#}"))?;
         let partial = artifact.with_extension("partial");
         std::fs::write(&partial, &bytes)?;
         std::fs::rename(&partial, artifact)?;
-        std::fs::write(sidecar, hex(&Sha256::digest(&bytes)))?;
+        std::fs::write(sidecar, self.tag(wasm_sha256, &bytes))?;
         Ok(())
     }
 }

@@ -123,16 +123,22 @@ impl Runtime {
         &self.secrets
     }
 
-    /// Caches compiled guests in `dir` from now on.
+    /// Caches compiled guests in `dir` from now on, if the folder is the
+    /// agent's own; if not, says why once and compiles without a cache.
     pub fn with_cache(mut self, dir: &Path) -> Result<Runtime, EngineError> {
-        let cache = ArtifactCache::new(dir, &self.engine).map_err(|error| {
-            EngineError(format!(
-                "cannot use the cache folder {}: {error}",
+        match ArtifactCache::new(dir, &self.engine) {
+            Ok(cache) => self.cache = Some(cache),
+            Err(error) => tracing::warn!(
+                "refusing the cache folder {} ({error}); compiling guests without a cache",
                 dir.display()
-            ))
-        })?;
-        self.cache = Some(cache);
+            ),
+        }
         Ok(self)
+    }
+
+    /// Whether compiled guests are cached.
+    pub fn caches(&self) -> bool {
+        self.cache.is_some()
     }
 
     /// The engine.
@@ -151,7 +157,7 @@ impl Runtime {
     }
 
     /// Compiles, links and pre-instantiates a guest from its bytes.
-    pub fn load_bytes(&self, bytes: &[u8], manifest: Manifest) -> Result<Guest, GuestError> {
+    pub fn load_bytes(&self, bytes: &[u8], mut manifest: Manifest) -> Result<Guest, GuestError> {
         check_is_component(bytes)?;
         let sha256 = hex(&Sha256::digest(bytes));
         let component = match &self.cache {
@@ -168,6 +174,7 @@ impl Runtime {
         for grant in &manifest.http {
             self.secrets.check_grant(grant)?;
         }
+        self.policy.clamp_defaults(&mut manifest);
         self.policy.check(&manifest)?;
         Guest::new(
             pre,

@@ -65,6 +65,9 @@ pub enum GuestError {
     /// A grant asks for a secret the operator did not give it.
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretRefusal),
+    /// A guest file is a link the policy does not allow.
+    #[error("{0}")]
+    Link(String),
     /// The manifest asks for more than the operator's policy allows.
     #[error("refused by the operator's policy: {0}")]
     Policy(#[from] crate::policy::PolicyRefusal),

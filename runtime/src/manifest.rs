@@ -91,6 +91,24 @@ pub struct Manifest {
     pub folders: Vec<(PathBuf, String)>,
     /// Resource limits per job.
     pub limits: Limits,
+    /// Which limits the manifest wrote (the others are defaults, which the
+    /// operator's policy may lower to its caps).
+    pub limits_asked: LimitsAsked,
+}
+
+/// Which of [`Limits`] a manifest wrote itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitsAsked {
+    /// `memory_mib`.
+    pub memory: bool,
+    /// `cpu_secs`.
+    pub cpu: bool,
+    /// `wall_secs`.
+    pub wall: bool,
+    /// `output_mib`.
+    pub output: bool,
+    /// `log_lines`.
+    pub log_lines: bool,
 }
 
 /// One outbound HTTP grant: a scheme, a host (exact, or a `*.` wildcard where
@@ -311,6 +329,13 @@ impl Manifest {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let limits = parse_limits(&raw.limits).map_err(&invalid)?;
+        let limits_asked = LimitsAsked {
+            memory: raw.limits.memory_mib.is_some(),
+            cpu: raw.limits.cpu_secs.is_some(),
+            wall: raw.limits.wall_secs.is_some(),
+            output: raw.limits.output_mib.is_some(),
+            log_lines: raw.limits.log_lines.is_some(),
+        };
         let tcp = raw
             .tcp
             .iter()
@@ -357,6 +382,7 @@ impl Manifest {
             tcp,
             folders,
             limits,
+            limits_asked,
         })
     }
 

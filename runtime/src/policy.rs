@@ -185,6 +185,27 @@ impl OperatorPolicy {
         self
     }
 
+    /// Lowers the limits `manifest` did not write to this policy's caps, so a
+    /// stricter operator does not refuse every manifest that keeps a default.
+    pub fn clamp_defaults(&self, manifest: &mut Manifest) {
+        let (asked, limits) = (manifest.limits_asked, &mut manifest.limits);
+        if !asked.memory {
+            limits.memory_bytes = limits.memory_bytes.min(self.max.memory_bytes);
+        }
+        if !asked.cpu {
+            limits.cpu = limits.cpu.min(self.max.cpu);
+        }
+        if !asked.wall {
+            limits.wall = limits.wall.min(self.max.wall);
+        }
+        if !asked.output {
+            limits.output_bytes = limits.output_bytes.min(self.max.output_bytes);
+        }
+        if !asked.log_lines {
+            limits.log_lines = limits.log_lines.min(self.max.log_lines);
+        }
+    }
+
     /// Whether `manifest` asks for no more than this policy allows.
     pub fn check(&self, manifest: &Manifest) -> Result<(), PolicyRefusal> {
         let refuse = |message: String| Err(PolicyRefusal(message));
@@ -299,11 +320,23 @@ mod tests {
     use super::*;
 
     fn manifest(extra: &str) -> Manifest {
-        Manifest::parse(
+        let mut manifest = Manifest::parse(
             &format!("name = \"g\"\nversion = \"1\"\njobs = [\"thumbnail\"]\n{extra}"),
             Path::new("g.toml"),
         )
-        .unwrap()
+        .unwrap();
+        OperatorPolicy {
+            max: Limits {
+                memory_bytes: 1,
+                cpu: Duration::from_secs(1),
+                wall: Duration::from_secs(1),
+                output_bytes: 1,
+                log_lines: 1,
+            },
+            ..OperatorPolicy::default()
+        }
+        .clamp_defaults(&mut manifest);
+        manifest
     }
 
     #[test]
@@ -320,6 +353,29 @@ mod tests {
             .to_string();
         assert!(error.contains("policy.max_log_lines"), "{error}");
         assert!(policy.check(&manifest("")).is_ok());
+    }
+
+    #[test]
+    fn every_limit_and_grant_list_is_bounded() {
+        let raw: RawPolicy = toml::from_str(
+            "max_cpu_secs = 10\nmax_output_mib = 100\norigins = [\"http://*.cams.lan\"]\ntcp = [\"10.0.0.5:554\"]\n",
+        )
+        .unwrap();
+        let policy = raw.resolve(Path::new(".")).unwrap();
+        for (extra, key) in [
+            ("[limits]\ncpu_secs = 11", "policy.max_cpu_secs"),
+            ("[limits]\noutput_mib = 101", "policy.max_output_mib"),
+            (
+                "[[http]]\norigin = \"http://evil.example\"",
+                "policy.origins",
+            ),
+            ("[[tcp]]\naddress = \"10.0.0.6:554\"", "policy.tcp"),
+        ] {
+            let error = policy.check(&manifest(extra)).unwrap_err().to_string();
+            assert!(error.contains(key), "{extra}: {error}");
+        }
+        let allowed = "[limits]\ncpu_secs = 10\noutput_mib = 100\n[[http]]\norigin = \"http://a.cams.lan\"\n[[tcp]]\naddress = \"10.0.0.5:554\"";
+        assert!(policy.check(&manifest(allowed)).is_ok());
     }
 
     #[test]

@@ -110,6 +110,82 @@ struct ScanState {
     refusals: BTreeMap<String, String>,
 }
 
+/// Why a guest's files were not loaded.
+enum Refusal {
+    /// Another file already serves a guest of this name.
+    NameTaken(String),
+    /// Anything else: the files, the manifest, the module.
+    Other(GuestError),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NameTaken(why) => f.write_str(why),
+            Refusal::Other(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+/// Loads `<stem>.wasm` at `path` as a guest, unless its files are links the
+/// policy does not allow, or another loaded file already serves its name (an
+/// upgrade keeps its file name and changes its version).
+fn admit(
+    runtime: &Runtime,
+    stem: &str,
+    path: &Path,
+    loaded: &BTreeMap<String, Guest>,
+) -> Result<Guest, Refusal> {
+    for file in [path.to_path_buf(), Manifest::path_for(path)] {
+        check_link(&file, runtime.policy().allow_symlinks)
+            .map_err(|why| Refusal::Other(GuestError::Link(why)))?;
+    }
+    let guest = runtime.load(path).map_err(Refusal::Other)?;
+    let name = &guest.manifest().name;
+    if let Some((other, serving)) = loaded
+        .iter()
+        .find(|(other, serving)| other.as_str() != stem && &serving.manifest().name == name)
+    {
+        return Err(Refusal::NameTaken(format!(
+            "its manifest names it `{name}`, which {other}.wasm (version {}) already serves: remove one of {stem}.wasm and {other}.wasm (an upgrade keeps the file name)",
+            serving.manifest().version
+        )));
+    }
+    Ok(guest)
+}
+
+/// Refuses a guest file that is a symbolic link, unless links are allowed and
+/// the file it points to is owned by the agent's user or root.
+fn check_link(file: &Path, allowed: bool) -> Result<(), String> {
+    let Ok(metadata) = std::fs::symlink_metadata(file) else {
+        return Ok(()); // a missing manifest is reported by the load itself
+    };
+    if !metadata.file_type().is_symlink() {
+        return Ok(());
+    }
+    if !allowed {
+        return Err(format!(
+            "{} is a symbolic link: copy the file into the guests folder, or set policy.allow_symlinks = true",
+            file.display()
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let target = std::fs::metadata(file)
+            .map_err(|error| format!("{} is a broken link: {error}", file.display()))?;
+        let me = crate::cache::current_uid();
+        if target.uid() != me && target.uid() != 0 {
+            return Err(format!(
+                "{} links to a file owned by user {}, neither the agent's user nor root",
+                file.display(),
+                target.uid()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Size and modification time of a guest's two files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp {
@@ -160,10 +236,18 @@ impl Catalog {
         }
     }
 
-    /// Loads every guest of `dir`; any bad guest stops the start-up with its reason.
+    /// Loads every guest of `dir`, older files first; any bad guest stops the
+    /// start-up with its reason, except a second guest of a name already
+    /// loaded, which is refused (and listed) while the first one serves.
     pub fn load(runtime: &Runtime, dir: &Path) -> Result<Catalog, CatalogError> {
-        let stems = wasm_stems(dir)
+        let mut stems = wasm_stems(dir)
             .map_err(|error| CatalogError::Folder(dir.display().to_string(), error))?;
+        let modified = |stem: &String| {
+            std::fs::symlink_metadata(dir.join(format!("{stem}.wasm")))
+                .and_then(|metadata| metadata.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        };
+        stems.sort_by_key(|stem| (modified(stem), stem.clone()));
         let mut guests = BTreeMap::new();
         let mut scan = ScanState::default();
         for stem in stems {
@@ -172,13 +256,21 @@ impl Catalog {
                 wasm: stamp_of(&path).unwrap_or((0, SystemTime::UNIX_EPOCH)),
                 manifest: stamp_of(&Manifest::path_for(&path)),
             };
-            let guest = runtime
-                .load(&path)
-                .map_err(|error| CatalogError::Guest(path.display().to_string(), error))?;
-            log_loaded(&stem, &guest);
             scan.settled.insert(stem.clone(), stamp.clone());
             scan.seen.insert(stem.clone(), stamp);
-            guests.insert(stem, guest);
+            match admit(runtime, &stem, &path, &guests) {
+                Ok(guest) => {
+                    log_loaded(&stem, &guest);
+                    guests.insert(stem, guest);
+                }
+                Err(Refusal::NameTaken(why)) => {
+                    tracing::warn!("refused guest {stem}: {why}");
+                    scan.refusals.insert(stem, why);
+                }
+                Err(Refusal::Other(why)) => {
+                    return Err(CatalogError::Guest(path.display().to_string(), why));
+                }
+            }
         }
         if guests.is_empty() {
             return Err(CatalogError::Empty(dir.display().to_string()));
@@ -221,7 +313,11 @@ impl Catalog {
                 continue;
             }
             scan.settled.insert(stem.clone(), stamp);
-            match source.runtime.load(&path) {
+            let loaded = {
+                let guests = self.guests.read().unwrap_or_else(PoisonError::into_inner);
+                admit(&source.runtime, &stem, &path, &guests)
+            };
+            match loaded {
                 Ok(guest) => {
                     log_loaded(&stem, &guest);
                     changes.push(Change::Loaded(
@@ -232,8 +328,8 @@ impl Catalog {
                     scan.refusals.remove(&stem);
                     self.write().insert(stem, guest);
                 }
-                Err(error) => {
-                    let why = error.to_string();
+                Err(refusal) => {
+                    let why = refusal.to_string();
                     let keeps = match self
                         .guests
                         .read()
@@ -456,11 +552,14 @@ impl Catalog {
     /// The loaded guests as JSON (for the status port and `corral guests list`).
     pub fn describe(&self) -> serde_json::Value {
         let guests: Vec<serde_json::Value> = self
-            .guests()
+            .guests
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .map(|guest| {
+            .map(|(stem, guest)| {
                 let loaded = time::OffsetDateTime::from(guest.loaded_at());
                 serde_json::json!({
+                    "file": format!("{stem}.wasm"),
                     "name": guest.manifest().name,
                     "version": guest.manifest().version,
                     "sha256": guest.sha256(),

@@ -15,7 +15,7 @@
 //! # lock_secs = 60                   # lease asked for each job
 //! # shutdown_grace_secs = 30         # how long running jobs may finish on SIGTERM
 //! # blocks_in_flight = 4             # upload blocks in flight per file
-//! # cache_dir = "guests/.cache"      # compiled guests (private to the agent)
+//! # cache_dir = "~/.cache/corral/guests"  # compiled guests: a folder of the agent's own, never the guests folder
 //! # [max_jobs_per_type]
 //! # mediarequest = 2
 //!
@@ -190,7 +190,7 @@ impl AgentConfig {
         let cache_dir = raw
             .cache_dir
             .map(resolve)
-            .unwrap_or_else(|| guests_dir.join(".cache"));
+            .unwrap_or_else(crate::cache::default_dir);
         let ca_file = raw.ca_file.map(resolve);
         let protected = [
             Some(path.to_path_buf()),
@@ -232,9 +232,9 @@ impl AgentConfig {
             policy: OperatorPolicy::default().protecting([
                 connection_file.clone(),
                 guests_dir.clone(),
-                guests_dir.join(".cache"),
+                crate::cache::default_dir(),
             ]),
-            cache_dir: guests_dir.join(".cache"),
+            cache_dir: crate::cache::default_dir(),
             connection_file,
             agent_id: agent_id.to_string(),
             guests_dir,

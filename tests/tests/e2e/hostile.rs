@@ -389,6 +389,13 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             &hostile,
         ),
         attack(
+            "a flood of long log lines",
+            "a thousand log lines of 4000 bytes",
+            vec![("attack", "log-bytes".into())],
+            "log limit of 1048576 bytes exceeded (policy.log_bytes_per_job)",
+            &hostile,
+        ),
+        attack(
             "exit(0) instead of a result",
             "std::process::exit(0)",
             vec![("attack", "exit".into())],
@@ -608,6 +615,66 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
         first_line(&trace_with_credentials.to_string()),
         Duration::ZERO,
     ));
+    let policy_refusals = [
+        (
+            "a folder grant of /",
+            "[[folders]]\nhost = \"/\"\nguest = \"/host\"\n",
+            "it is never granted",
+        ),
+        (
+            "a folder grant the policy does not list",
+            "[[folders]]\nhost = \"/usr\"\nguest = \"/usr\"\n",
+            "is not allowed by the operator's policy.folders",
+        ),
+        (
+            "a folder grant holding the agent's own files",
+            "[[folders]]\nhost = \"CONFIG_DIR\"\nguest = \"/agent\"\n",
+            "holds the agent's own",
+        ),
+        (
+            "a guest that would hold its job for 115 days",
+            "[limits]\nwall_secs = 9999999\n",
+            "is over the operator's policy.max_wall_secs = 3600",
+        ),
+        (
+            "a guest asking for 4 GiB of memory",
+            "[limits]\nmemory_mib = 4096\n",
+            "is over the operator's policy.max_memory_mib = 1024",
+        ),
+        (
+            "a guest asking for 4294967295 log lines",
+            "[limits]\nlog_lines = 4294967295\n",
+            "is over the operator's policy.max_log_lines = 10000",
+        ),
+    ];
+    let agent_dir = harness.out.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let guarded = Runtime::new(RuntimeConfig { max_instances: 2 })
+        .unwrap()
+        .with_policy(Arc::new(
+            OperatorPolicy::default()
+                .allowing_folders([agent_dir.clone()])
+                .protecting([agent_dir.join("agent.toml")]),
+        ));
+    for (name, extra, expected) in policy_refusals {
+        let text = format!(
+            "name = \"x\"\nversion = \"1\"\njobs = [\"thumbnail\"]\n{}",
+            extra.replace("CONFIG_DIR", &agent_dir.display().to_string())
+        );
+        let manifest = Manifest::parse(&text, Path::new("x.toml")).unwrap();
+        let error = guarded
+            .load_bytes(HOSTILE, manifest)
+            .map(drop)
+            .expect_err(name)
+            .to_string();
+        assert!(error.contains(expected), "{name}: {error}");
+        rows.push((
+            name.to_string(),
+            "loaded as a guest".to_string(),
+            first_line(&error.replace(&agent_dir.display().to_string(), "<agent folder>")),
+            Duration::ZERO,
+        ));
+    }
     let refusals = [
         (
             "a manifest asking for the camera secret on its author's origin",
@@ -755,4 +822,107 @@ async fn a_guest_cannot_take_another_guests_cameras() {
         "a forged image"
     );
     agent.stop().await;
+}
+
+/// Whoever may write the guests folder or the cache cannot slip code in under
+/// a loaded guest's name: a second file reusing the name is refused (both file
+/// names in the reason), a guest file that is a link is refused, a compiled
+/// artifact planted under another guest's SHA-256 does not verify, and a cache
+/// folder others may write is refused.
+#[test]
+fn impostors_links_and_planted_code_are_refused() {
+    use corral::agent::catalog::{Catalog, Change};
+    use corral::cache::{ArtifactCache, CacheUse};
+
+    let dir = tempfile::tempdir().unwrap();
+    let guests = dir.path().join("guests");
+    std::fs::create_dir(&guests).unwrap();
+    let secrets = corral::bundled::camera_sim_secrets("http://127.0.0.1:8081", "u", "p");
+    let runtime = Runtime::new(RuntimeConfig { max_instances: 4 })
+        .unwrap()
+        .with_secrets(Arc::new(secrets));
+    std::fs::write(guests.join("http-vms.wasm"), corral::bundled::HTTP_VMS).unwrap();
+    std::fs::write(
+        guests.join("http-vms.toml"),
+        corral::bundled::HTTP_VMS_MANIFEST,
+    )
+    .unwrap();
+    let catalog = Catalog::load(&runtime, &guests).unwrap();
+
+    // An impostor: another file, the same name, a newer version.
+    std::fs::write(
+        guests.join("aaa-update.toml"),
+        "name = \"http-vms\"\nversion = \"0.1.1\"\njobs = [\"thumbnail\"]\n",
+    )
+    .unwrap();
+    std::fs::write(guests.join("aaa-update.wasm"), HOSTILE).unwrap();
+    // A link into a folder someone else controls.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("linked.wasm"), HOSTILE).unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("linked.wasm"), guests.join("linked.wasm")).unwrap();
+    std::fs::write(
+        guests.join("linked.toml"),
+        "name = \"linked\"\nversion = \"1\"\njobs = [\"thumbnail\"]\n",
+    )
+    .unwrap();
+    let mut changes = catalog.rescan();
+    changes.extend(catalog.rescan());
+    let refused = |stem: &str| {
+        changes.iter().find_map(|change| match change {
+            Change::Refused(which, why) if which == stem => Some(why.clone()),
+            _ => None,
+        })
+    };
+    let impostor = refused("aaa-update").expect("the impostor is refused");
+    assert!(
+        impostor.contains("http-vms.wasm") && impostor.contains("aaa-update.wasm"),
+        "{impostor}"
+    );
+    let link = refused("linked").expect("the link is refused");
+    assert!(link.contains("is a symbolic link"), "{link}");
+    assert_eq!(catalog.guests().len(), 1);
+    let listed = catalog.describe();
+    assert_eq!(listed["guests"][0]["file"], "http-vms.wasm", "{listed}");
+    assert!(listed["refused"]["aaa-update"].is_string(), "{listed}");
+
+    // A planted artifact: the hostile module compiled by someone else's
+    // cache, copied in under http-vms's SHA-256 with its sidecar.
+    let cache_dir = dir.path().join("cache");
+    let cache = ArtifactCache::new(&cache_dir, runtime.engine()).unwrap();
+    let http_vms_sha = catalog.guests()[0].sha256().to_string();
+    let theirs = dir.path().join("theirs");
+    let other = ArtifactCache::new(&theirs, runtime.engine()).unwrap();
+    other
+        .load_or_compile(runtime.engine(), HOSTILE, &http_vms_sha)
+        .unwrap();
+    for entry in std::fs::read_dir(&theirs).unwrap().flatten() {
+        std::fs::copy(entry.path(), cache_dir.join(entry.file_name())).unwrap();
+    }
+    let (_, used) = cache
+        .load_or_compile(runtime.engine(), corral::bundled::HTTP_VMS, &http_vms_sha)
+        .unwrap();
+    assert_eq!(used, CacheUse::Miss, "the planted artifact was trusted");
+    let (_, used) = cache
+        .load_or_compile(runtime.engine(), corral::bundled::HTTP_VMS, &http_vms_sha)
+        .unwrap();
+    assert_eq!(used, CacheUse::Hit, "the agent's own artifact is used");
+
+    // A cache under a folder everyone may write is refused.
+    use std::os::unix::fs::PermissionsExt;
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let error = ArtifactCache::new(&open.join("cache"), runtime.engine()).unwrap_err();
+    assert!(
+        error.to_string().contains("writable by other users"),
+        "{error}"
+    );
+    assert!(
+        !runtime
+            .clone()
+            .with_cache(&open.join("cache"))
+            .unwrap()
+            .caches()
+    );
 }

@@ -93,6 +93,14 @@ fn attack(job: &Job) -> Result<(), JobError> {
         }
         "trap" => panic!("the guest gives up on purpose"),
         "exit" => std::process::exit(0),
+        // Long lines, to spend the log's byte budget rather than its lines.
+        "log-bytes" => {
+            let line = "x".repeat(4000);
+            for _ in 0..1000 {
+                log::info(&line);
+            }
+            Ok(())
+        }
         // Asks the camera to reflect the request (TRACE, or a page echoing
         // headers), then tries to get what came back out: a file and the log.
         "reflect" => {
