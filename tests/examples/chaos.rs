@@ -6,7 +6,8 @@
 //!
 //! Options: `--jobs N` (default 1000), `--chaos-secs S` (default 240: the
 //! chaos stops then, or once every job is final), `--kill-every-secs S`
-//! (default 2), `--faults fail=0.2,drop=0.05,lose=0.05`. Prints the figures;
+//! (default 2), `--bitrate BPS` (camera-sim's, default 4000000),
+//! `--faults fail=0.2,drop=0.05,lose=0.05`. Prints the figures;
 //! exits 1 if a job was lost or doubled, or a recording is wrong.
 
 use std::process::ExitCode;
@@ -34,6 +35,7 @@ async fn main() -> ExitCode {
             "--jobs" => value.parse().map(|jobs| config.jobs = jobs).is_ok(),
             "--chaos-secs" => secs(&value).map(|chaos| config.chaos = chaos).is_ok(),
             "--kill-every-secs" => secs(&value).map(|every| config.kill_every = every).is_ok(),
+            "--bitrate" => value.parse().map(|bps| config.bitrate_bps = bps).is_ok(),
             "--faults" => {
                 config.faults = value;
                 true
@@ -42,7 +44,7 @@ async fn main() -> ExitCode {
         };
         if !parsed {
             eprintln!(
-                "usage: chaos [--jobs N] [--chaos-secs S] [--kill-every-secs S] [--faults fail=0.2,drop=0.05,lose=0.05]"
+                "usage: chaos [--jobs N] [--chaos-secs S] [--kill-every-secs S] [--bitrate BPS] [--faults fail=0.2,drop=0.05,lose=0.05]"
             );
             return ExitCode::from(2);
         }

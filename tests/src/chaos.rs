@@ -50,7 +50,7 @@ impl ChaosConfig {
     /// The size CI runs (well under three minutes in a debug build).
     pub fn ci() -> ChaosConfig {
         ChaosConfig {
-            jobs: 100,
+            jobs: 60,
             chaos: Duration::from_secs(60),
             kill_every: Duration::from_secs(2),
             faults: "fail=0.2,drop=0.05,lose=0.05".into(),
@@ -332,9 +332,12 @@ fn add(total: &mut FaultCounts, more: FaultCounts) {
 
 /// Runs the chaos and checks the result; see the module's doc.
 pub async fn run(config: ChaosConfig) -> ChaosReport {
-    let corral = corral_binary();
     let dir = tempfile::tempdir().expect("temporary folder");
     let root = dir.path();
+    // A copy of its own: a rebuild of the binary during the run must not
+    // change what the restarted processes run.
+    let corral = root.join("corral");
+    std::fs::copy(corral_binary(), &corral).expect("the corral binary is copied");
     let log = |name: &str| root.join(format!("{name}.log"));
     let mut report = ChaosReport {
         jobs: config.jobs,
