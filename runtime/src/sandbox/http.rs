@@ -12,6 +12,7 @@
 //! request's origin, never to `TRACE`; the answer is then searched for it
 //! ([`reflection`](super::reflection)).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -97,6 +98,9 @@ pub struct OutboundPolicy {
     /// The TLS settings of each grant (same order), for `https` grants.
     tls: Vec<Option<Arc<rustls::ClientConfig>>>,
     resolver: Resolver,
+    /// The reflection searchers of the secrets this guest's requests carried,
+    /// by secret name: built once, not per request.
+    needles: Arc<Mutex<HashMap<String, Needles>>>,
 }
 
 impl Default for OutboundPolicy {
@@ -105,6 +109,7 @@ impl Default for OutboundPolicy {
             grants: Vec::new(),
             tls: Vec::new(),
             resolver: resolver::system(),
+            needles: Arc::default(),
         }
     }
 }
@@ -165,6 +170,7 @@ impl OutboundPolicy {
             grants,
             tls,
             resolver,
+            needles: Arc::default(),
         })
     }
 
@@ -484,6 +490,7 @@ async fn route(
         }
         Some(name) => match secrets.for_origin(name, &scheme, bare_host, port) {
             Some(credential) => Some(add_credential(
+                policy,
                 &mut request,
                 credential,
                 name,
@@ -512,6 +519,7 @@ async fn route(
 /// Adds `credential` to `request` (asking for an answer the reflection guard
 /// can read, `Accept-Encoding: identity`) and returns what to search it for.
 fn add_credential(
+    policy: &OutboundPolicy,
     request: &mut http::Request<WasiBody>,
     credential: &Credential,
     secret: &str,
@@ -526,9 +534,21 @@ fn add_credential(
     request
         .headers_mut()
         .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-    let needles = Needles::for_header(&header, &format!("{user}:{password}")).ok_or(
-        RouteError::Other(wasmtime_wasi_http::Error::ConfigurationError),
-    )?;
+    let mut cached = policy
+        .needles
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let needles = match cached.get(secret) {
+        Some(needles) => needles.clone(),
+        None => {
+            let needles = Needles::for_header(&header, &format!("{user}:{password}")).ok_or(
+                RouteError::Other(wasmtime_wasi_http::Error::ConfigurationError),
+            )?;
+            cached.insert(secret.to_string(), needles.clone());
+            needles
+        }
+    };
+    drop(cached);
     Ok(Guard {
         needles,
         origin,
