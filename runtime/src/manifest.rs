@@ -413,15 +413,24 @@ fn parse_methods(origin: &str, methods: &[String]) -> Result<Vec<String>, String
         .collect()
 }
 
-fn parse_limits(raw: &RawLimits) -> Result<Limits, String> {
-    let defaults = Limits::default();
-    let seconds = |value: Option<f64>, name: &str, default: Duration| match value {
+/// A number of seconds from a config key, or `default` when it is absent;
+/// `Err` names `key` when it is not a positive, finite number below 10⁷.
+pub(crate) fn parse_seconds(
+    value: Option<f64>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, String> {
+    match value {
         None => Ok(default),
         Some(s) if s.is_finite() && s > 0.0 && s < 1e7 => Ok(Duration::from_secs_f64(s)),
-        Some(s) => Err(format!(
-            "limits.{name} = {s} is not a positive number of seconds"
-        )),
-    };
+        Some(s) => Err(format!("{key} = {s} is not a positive number of seconds")),
+    }
+}
+
+fn parse_limits(raw: &RawLimits) -> Result<Limits, String> {
+    let defaults = Limits::default();
+    let seconds =
+        |value, name: &str, default| parse_seconds(value, &format!("limits.{name}"), default);
     let memory_bytes = match raw.memory_mib {
         None => defaults.memory_bytes,
         Some(0) => return Err("limits.memory_mib must be positive".into()),

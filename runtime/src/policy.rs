@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::manifest::{Limits, Manifest};
+use crate::manifest::{Limits, Manifest, parse_seconds};
 use crate::origin::OriginPattern;
 
 /// Why a manifest is refused by the policy.
@@ -100,13 +100,8 @@ impl RawPolicy {
     /// The policy, paths resolved against `base`; `Err` names the bad key.
     pub fn resolve(self, base: &Path) -> Result<OperatorPolicy, String> {
         let defaults = OperatorPolicy::default();
-        let secs = |value: Option<f64>, key: &str, default: Duration| match value {
-            None => Ok(default),
-            Some(s) if s.is_finite() && s > 0.0 && s < 1e7 => Ok(Duration::from_secs_f64(s)),
-            Some(s) => Err(format!(
-                "policy.{key} = {s} is not a positive number of seconds"
-            )),
-        };
+        let secs =
+            |value, key: &str, default| parse_seconds(value, &format!("policy.{key}"), default);
         let folders = self
             .folders
             .into_iter()
@@ -210,49 +205,48 @@ impl OperatorPolicy {
     pub fn check(&self, manifest: &Manifest) -> Result<(), PolicyRefusal> {
         let refuse = |message: String| Err(PolicyRefusal(message));
         let limits = &manifest.limits;
-        let over = |name: &str, key: &str, asked: String, max: String| {
-            PolicyRefusal(format!(
-                "limits.{name} = {asked} is over the operator's policy.{key} = {max}"
-            ))
-        };
-        if limits.memory_bytes > self.max.memory_bytes {
-            return Err(over(
+        let (max, mib, secs) = (&self.max, |bytes: u64| bytes >> 20, Duration::as_secs_f64);
+        // (manifest key, policy key, over?, asked, cap), as the keys are written.
+        let checks = [
+            (
                 "memory_mib",
                 "max_memory_mib",
-                (limits.memory_bytes >> 20).to_string(),
-                (self.max.memory_bytes >> 20).to_string(),
-            ));
-        }
-        if limits.cpu > self.max.cpu {
-            return Err(over(
+                limits.memory_bytes > max.memory_bytes,
+                mib(limits.memory_bytes).to_string(),
+                mib(max.memory_bytes).to_string(),
+            ),
+            (
                 "cpu_secs",
                 "max_cpu_secs",
-                limits.cpu.as_secs_f64().to_string(),
-                self.max.cpu.as_secs_f64().to_string(),
-            ));
-        }
-        if limits.wall > self.max.wall {
-            return Err(over(
+                limits.cpu > max.cpu,
+                secs(&limits.cpu).to_string(),
+                secs(&max.cpu).to_string(),
+            ),
+            (
                 "wall_secs",
                 "max_wall_secs",
-                limits.wall.as_secs_f64().to_string(),
-                self.max.wall.as_secs_f64().to_string(),
-            ));
-        }
-        if limits.output_bytes > self.max.output_bytes {
-            return Err(over(
+                limits.wall > max.wall,
+                secs(&limits.wall).to_string(),
+                secs(&max.wall).to_string(),
+            ),
+            (
                 "output_mib",
                 "max_output_mib",
-                (limits.output_bytes >> 20).to_string(),
-                (self.max.output_bytes >> 20).to_string(),
-            ));
-        }
-        if limits.log_lines > self.max.log_lines {
-            return Err(over(
+                limits.output_bytes > max.output_bytes,
+                mib(limits.output_bytes).to_string(),
+                mib(max.output_bytes).to_string(),
+            ),
+            (
                 "log_lines",
                 "max_log_lines",
+                limits.log_lines > max.log_lines,
                 limits.log_lines.to_string(),
-                self.max.log_lines.to_string(),
+                max.log_lines.to_string(),
+            ),
+        ];
+        if let Some((name, key, _, asked, cap)) = checks.into_iter().find(|check| check.2) {
+            return refuse(format!(
+                "limits.{name} = {asked} is over the operator's policy.{key} = {cap}"
             ));
         }
         for (host, _) in &manifest.folders {
