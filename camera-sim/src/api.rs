@@ -84,6 +84,9 @@ pub async fn handle(
         ["vms", "v2", "cameras"] => cameras(config),
         ["vms", "v2", "cameras", id, "snapshot.jpg"] => match config.device(id) {
             None => text(StatusCode::NOT_FOUND, "no such camera"),
+            Some(_) if faults.get().html_snapshots => {
+                bytes_response(StatusCode::OK, "image/jpeg", Bytes::from_static(LOGIN_PAGE))
+            }
             Some(device) => {
                 let at = query.millis("at").unwrap_or_else(now_millis);
                 let jpeg = snapshot::snapshot(&device.id, at);
@@ -109,6 +112,10 @@ pub async fn handle(
         _ => text(StatusCode::NOT_FOUND, "no such route"),
     }
 }
+
+/// What a camera behind a captive login answers instead of an image.
+const LOGIN_PAGE: &[u8] =
+    b"<!DOCTYPE html><html><head><title>Login</title></head><body><form method=\"post\" action=\"/login\"><input name=\"user\"><input name=\"password\" type=\"password\"></form></body></html>\n";
 
 fn cameras(config: &SimConfig) -> Response<Body> {
     let list = CameraList {

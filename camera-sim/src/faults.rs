@@ -20,6 +20,9 @@ pub struct FaultSettings {
     pub fail_count: u32,
     /// Cut recording bodies after this many bytes (the connection is reset).
     pub cut_after_bytes: Option<u64>,
+    /// Answer snapshots with an HTML login page labelled `image/jpeg`, as a
+    /// camera behind a captive login does.
+    pub html_snapshots: bool,
 }
 
 /// A shared handle on the switches; cheap to clone.

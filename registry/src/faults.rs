@@ -188,6 +188,11 @@ impl Faults {
         self.lock().scripted.push_back((endpoint, fault));
     }
 
+    /// Drops the faults injected and not yet met.
+    pub fn forget_injected(&self) {
+        self.lock().scripted.clear();
+    }
+
     /// The counts so far.
     pub fn counts(&self) -> FaultCounts {
         FaultCounts {

@@ -105,6 +105,9 @@ pub struct JobReport {
     pub elapsed: Duration,
     /// The guest's last log lines.
     pub log_tail: Vec<String>,
+    /// Why a camera refused the credentials the host added (401/403), if
+    /// one did: a configuration fault, not the job's.
+    pub camera_auth_refused: Option<String>,
 }
 
 impl JobReport {
@@ -241,6 +244,7 @@ impl Guest {
             guest_time: Duration::ZERO,
             elapsed: started.elapsed(),
             log_tail: Vec::new(),
+            camera_auth_refused: None,
         };
         if !manifest.serves(job.job_type) {
             let why = format!(
@@ -302,6 +306,7 @@ impl Guest {
             guest_time: state.cpu.spent(),
             elapsed: started.elapsed(),
             log_tail: state.log.tail(),
+            camera_auth_refused: state.auth_refused(),
         };
         // Dropping the store closes every stream still open; waiting for the
         // writers then means every unfinished file has been discarded.

@@ -2,7 +2,9 @@
 //! lock expires another agent takes the job and completes it, and the committed
 //! file is whole and correct.
 
-use std::process::{Command, Stdio};
+mod support;
+
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use corral::agent::Agent;
@@ -13,51 +15,21 @@ use corral::client::RegistryClient;
 use corral::client::connection::ConnectionFile;
 use corral::client::retry::RetryPolicy;
 use corral::engine::{Runtime, RuntimeConfig};
-use corral_camera_sim::{CameraSim, FaultSettings, SimConfig, recording};
-use corral_registry::{NewJob, Registry, RegistryConfig, auth, files, jobs};
+use corral_camera_sim::{FaultSettings, SimConfig, recording};
+use corral_registry::{NewJob, files, jobs};
+use support::{Site, corral};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agents_job_is_done_by_another_once_its_lock_expires() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = CameraSim::start(SimConfig::with_devices(1), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let site = Site::start(SimConfig::with_devices(1)).await;
+    let (sim, store, guests) = (&site.sim, site.store.clone(), site.guests.clone());
     sim.faults().set(FaultSettings {
         chunk_delay_ms: 40,
         ..Default::default()
     });
-    let registry = Registry::open(&dir.path().join("registry"), RegistryConfig::default())
-        .unwrap()
-        .start("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let store = registry.registry().store().clone();
-    let url = registry.base_url();
-    let (connection, _) = store
-        .transaction(move |tx| auth::add_agent(tx, "agent-1", &url))
-        .await
-        .unwrap();
-    let connection_path = dir.path().join("agent-1.json");
-    std::fs::write(&connection_path, serde_json::to_vec(&connection).unwrap()).unwrap();
-    let guests = dir.path().join("guests");
-    std::fs::create_dir_all(&guests).unwrap();
-    std::fs::write(guests.join("http-vms.wasm"), bundled::HTTP_VMS).unwrap();
-    std::fs::write(
-        guests.join("http-vms.toml"),
-        bundled::HTTP_VMS_MANIFEST.replace("http://127.0.0.1:8081", &sim.base_url()),
-    )
-    .unwrap();
-    let config_path = dir.path().join("agent.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "connection_file = \"agent-1.json\"\nagent_id = \"agent-1\"\nguests_dir = \"guests\"\n\
-             max_jobs = 1\npoll_interval_secs = 0.2\nlock_secs = 3\n\
-             [secrets.camera-sim]\norigins = [\"{}\"]\n",
-            sim.base_url()
-        ),
-    )
-    .unwrap();
+    let connection_path = site.connection.clone();
+    let config_path = site
+        .config("agent_id = \"agent-1\"\nmax_jobs = 1\npoll_interval_secs = 0.2\nlock_secs = 3");
 
     // A 30-second recording (15 MB, four blocks), slowed so the kill lands mid-upload.
     let job = NewJob {
@@ -75,27 +47,25 @@ async fn a_killed_agents_job_is_done_by_another_once_its_lock_expires() {
         .job_id;
 
     // `corral agent check` validates the set-up without running jobs.
-    let check = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["agent", "check", "--config"])
-        .arg(&config_path)
-        .env("CORRAL_SECRET_CAMERA_SIM", "operator:sim-secret")
-        .output()
-        .unwrap();
+    let check = corral(
+        &["agent", "check"],
+        &config_path,
+        Some("operator:sim-secret"),
+    )
+    .output()
+    .unwrap();
     assert!(
         check.status.success(),
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
     assert!(String::from_utf8_lossy(&check.stdout).contains("http-vms 0.1.0"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["agent", "--config"])
-        .arg(&config_path)
-        .env("CORRAL_SECRET_CAMERA_SIM", "operator:sim-secret")
+    let mut child = corral(&["agent"], &config_path, Some("operator:sim-secret"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("the agent starts");
-    let blocks = dir.path().join("registry/blocks");
+    let blocks = site.dir.path().join("registry/blocks");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let uploaded = std::fs::read_dir(&blocks)

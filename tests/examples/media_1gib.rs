@@ -134,7 +134,7 @@ async fn main() {
         RetryPolicy::default(),
     )
     .unwrap();
-    client.check().await.unwrap();
+    client.check(&[]).await.unwrap();
     let mut config = AgentConfig::new("agent-1", connection.clone(), guests.clone());
     config.poll_interval = Duration::from_millis(100);
 

@@ -94,6 +94,7 @@ impl World {
             self.guests_dir.clone(),
         );
         config.poll_interval = Duration::from_millis(200);
+        config.min_poll_interval = config.min_poll_interval.min(config.poll_interval);
         config
     }
 
@@ -202,6 +203,35 @@ impl World {
         })
         .await
     }
+}
+
+impl World {
+    /// Posts a thumbnail job for `device` and returns how long the agent held
+    /// it: from the registry showing it taken to it being Completed, read
+    /// every 5 ms (so the agent's poll interval is not part of it).
+    pub async fn thumbnail_latency(&self, device: &str) -> Duration {
+        let ids = self.post(vec![self.job("thumbnail", Some(device))]).await;
+        let taken = loop {
+            if self.registry.job(&ids[0]).await.state != "Available" {
+                break Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        loop {
+            let job = self.registry.job(&ids[0]).await;
+            if !matches!(job.state.as_str(), "Available" | "Locked") {
+                assert_eq!(job.state, "Completed", "{job:?}");
+                return taken.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// The median of `samples` (not empty).
+pub fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
 }
 
 impl RunningAgent {

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 
+use super::backoff::GuestBreakers;
 use crate::engine::Runtime;
 use crate::guest::{Guest, GuestError};
 use crate::manifest::Manifest;
@@ -39,6 +40,7 @@ use crate::protocol::{DiscoveredDevice, Job, JobType};
 pub struct Catalog {
     guests: Arc<RwLock<BTreeMap<String, Guest>>>,
     devices: Arc<RwLock<DeviceOwners>>,
+    breakers: Arc<GuestBreakers>,
     source: Option<Arc<Source>>,
 }
 
@@ -202,14 +204,8 @@ fn stamp_of(path: &Path) -> Option<(u64, SystemTime)> {
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     /// The folder cannot be read.
-    #[error("cannot read the guests folder {0}: {1}")]
+    #[error("cannot read the guests folder {0} (guests_dir): {1}")]
     Folder(String, std::io::Error),
-    /// A guest failed to load.
-    #[error("guest {0}: {1}")]
-    Guest(String, GuestError),
-    /// No guest at all.
-    #[error("the guests folder {0} holds no guest (<name>.wasm with <name>.toml)")]
-    Empty(String),
 }
 
 /// What a rescan did.
@@ -236,9 +232,11 @@ impl Catalog {
         }
     }
 
-    /// Loads every guest of `dir`, older files first; any bad guest stops the
-    /// start-up with its reason, except a second guest of a name already
-    /// loaded, which is refused (and listed) while the first one serves.
+    /// Loads every guest of `dir`, older files first. A guest that cannot be
+    /// loaded (a bad manifest, a secret it asks for that the agent lacks, a
+    /// second guest of a name already loaded) is refused with its reason,
+    /// logged and listed ([`Catalog::refusals`]), and the others serve; an
+    /// empty folder is a catalog that waits for guests to be dropped in.
     pub fn load(runtime: &Runtime, dir: &Path) -> Result<Catalog, CatalogError> {
         let mut stems = wasm_stems(dir)
             .map_err(|error| CatalogError::Folder(dir.display().to_string(), error))?;
@@ -263,21 +261,24 @@ impl Catalog {
                     log_loaded(&stem, &guest);
                     guests.insert(stem, guest);
                 }
-                Err(Refusal::NameTaken(why)) => {
+                Err(refusal) => {
+                    let why = refusal.to_string();
                     tracing::warn!("refused guest {stem}: {why}");
                     scan.refusals.insert(stem, why);
-                }
-                Err(Refusal::Other(why)) => {
-                    return Err(CatalogError::Guest(path.display().to_string(), why));
                 }
             }
         }
         if guests.is_empty() {
-            return Err(CatalogError::Empty(dir.display().to_string()));
+            tracing::warn!(
+                "the guests folder {} holds no guest that loads (<name>.wasm with <name>.toml): waiting for one",
+                dir.display()
+            );
         }
+        log_routing(&guests);
         Ok(Catalog {
             guests: Arc::new(RwLock::new(guests)),
             devices: Arc::default(),
+            breakers: Arc::default(),
             source: Some(Arc::new(Source {
                 dir: dir.to_path_buf(),
                 runtime: runtime.clone(),
@@ -327,6 +328,7 @@ impl Catalog {
                     ));
                     scan.refusals.remove(&stem);
                     self.write().insert(stem, guest);
+                    log_routing(&self.guests.read().unwrap_or_else(PoisonError::into_inner));
                 }
                 Err(refusal) => {
                     let why = refusal.to_string();
@@ -391,12 +393,33 @@ impl Catalog {
             .collect()
     }
 
-    /// The job types some guest serves.
+    /// Which guests are paused, and why (see [`GuestBreakers`]).
+    pub fn breakers(&self) -> &GuestBreakers {
+        &self.breakers
+    }
+
+    /// The job types some guest serves and may be given a job now.
     pub fn served_types(&self) -> Vec<JobType> {
         let guests = self.guests();
         JobType::ALL
             .into_iter()
-            .filter(|job| guests.iter().any(|guest| guest.manifest().serves(*job)))
+            .filter(|job| {
+                guests
+                    .iter()
+                    .any(|guest| guest.manifest().serves(*job) && self.breakers.admits(guest))
+            })
+            .collect()
+    }
+
+    /// The loaded guests that are degraded, with why.
+    pub fn degraded(&self) -> Vec<(String, String)> {
+        self.guests()
+            .iter()
+            .filter_map(|guest| {
+                self.breakers
+                    .degraded(guest)
+                    .map(|why| (guest.manifest().name.clone(), why))
+            })
             .collect()
     }
 
@@ -566,6 +589,8 @@ impl Catalog {
                     "serves": guest.manifest().jobs.iter().map(|job| job.as_str()).collect::<Vec<_>>(),
                     "loadedUtc": crate::protocol::format_rfc3339(loaded),
                     "jobsRun": guest.jobs_run(),
+                    "degraded": self.breakers.degraded(guest),
+                    "pausedSecs": self.breakers.paused_for(guest).map(|left| left.as_secs()),
                 })
             })
             .collect();
@@ -585,6 +610,30 @@ fn log_loaded(stem: &str, guest: &Guest) {
         &guest.sha256()[..12],
         guest.manifest().jobs
     );
+}
+
+/// Says, for each job type several guests serve, how its jobs are routed.
+fn log_routing(guests: &BTreeMap<String, Guest>) {
+    for job in JobType::ALL {
+        let serving: Vec<&str> = guests
+            .values()
+            .filter(|guest| guest.manifest().serves(job))
+            .map(|guest| guest.manifest().name.as_str())
+            .collect();
+        if serving.len() < 2 {
+            continue;
+        }
+        let rule = if job == JobType::Discovery {
+            "every one of them runs each discovery job and the device lists are merged"
+        } else {
+            "each job goes to the guest whose discovery reported its device; a job for a device none reported is released"
+        };
+        tracing::info!(
+            "{} guests serve {job} jobs ({}): {rule}",
+            serving.len(),
+            serving.join(", ")
+        );
+    }
 }
 
 /// The stems of the `.wasm` files of `dir`, sorted.

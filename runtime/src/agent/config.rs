@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! connection_file = "agent-1.json"   # a Clearance-style connection file
-//! agent_id = "agent-1"
+//! agent_id = "agent-1"               # optional: the file's ServicePrincipalId
 //! guests_dir = "guests"              # each <name>.wasm with its manifest <name>.toml beside it
 //! max_jobs = 4                       # jobs at once, overall
 //! poll_interval_secs = 5             # the longest wait between polls when idle
@@ -15,6 +15,8 @@
 //! # lock_secs = 60                   # lease asked for each job
 //! # shutdown_grace_secs = 30         # how long running jobs may finish on SIGTERM
 //! # blocks_in_flight = 4             # upload blocks in flight per file
+//! # min_poll_interval_secs = 0.25    # the shortest wait between two polls
+//! # max_discovered_devices = 250000  # devices one discovery job may report
 //! # cache_dir = "~/.cache/corral/guests"  # compiled guests: a folder of the agent's own, never the guests folder
 //! # [max_jobs_per_type]
 //! # mediarequest = 2
@@ -56,7 +58,7 @@ pub struct ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     connection_file: PathBuf,
-    agent_id: String,
+    agent_id: Option<String>,
     guests_dir: PathBuf,
     #[serde(default = "default_max_jobs")]
     max_jobs: usize,
@@ -73,6 +75,9 @@ struct RawConfig {
     shutdown_grace_secs: f64,
     #[serde(default = "default_blocks")]
     blocks_in_flight: usize,
+    min_poll_interval_secs: Option<f64>,
+    #[serde(default = "default_max_devices")]
+    max_discovered_devices: usize,
     cache_dir: Option<PathBuf>,
     #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
@@ -101,14 +106,26 @@ fn default_grace() -> f64 {
 fn default_blocks() -> usize {
     4
 }
+fn default_min_poll() -> f64 {
+    0.25
+}
+
+/// The minimum poll interval when the config names none: the default, or
+/// the poll interval when that is shorter.
+fn min_poll_for(poll_interval_secs: f64) -> f64 {
+    default_min_poll().min(poll_interval_secs)
+}
+fn default_max_devices() -> usize {
+    250_000
+}
 
 /// A validated agent configuration.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     /// The connection file.
     pub connection_file: PathBuf,
-    /// This agent's id.
-    pub agent_id: String,
+    /// This agent's id; `None`: the connection file's ServicePrincipalId.
+    pub agent_id: Option<String>,
     /// The guests folder.
     pub guests_dir: PathBuf,
     /// Jobs at once.
@@ -117,6 +134,10 @@ pub struct AgentConfig {
     pub max_jobs_per_type: BTreeMap<JobType, usize>,
     /// Longest wait between polls when idle.
     pub poll_interval: Duration,
+    /// Shortest wait between two polls, however often jobs end.
+    pub min_poll_interval: Duration,
+    /// Devices one discovery job may report (all guests together).
+    pub max_discovered_devices: usize,
     /// Where to serve /healthz and /metrics.
     pub status_listen: Option<SocketAddr>,
     /// Registry base URL override.
@@ -150,8 +171,23 @@ impl AgentConfig {
             .map_err(|error| fail(error.to_string().trim().replace('\n', " ")))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-        if raw.agent_id.trim().is_empty() {
-            return Err(fail("agent_id is empty".into()));
+        if raw.agent_id.as_ref().is_some_and(|id| id.trim().is_empty()) {
+            return Err(fail(
+                "agent_id is empty: remove the key to use the connection file's ServicePrincipalId"
+                    .into(),
+            ));
+        }
+        let min_poll = raw
+            .min_poll_interval_secs
+            .unwrap_or_else(|| min_poll_for(raw.poll_interval_secs));
+        if !(min_poll >= 0.0 && min_poll <= raw.poll_interval_secs) {
+            return Err(fail(format!(
+                "min_poll_interval_secs = {min_poll} must be between 0 and poll_interval_secs ({})",
+                raw.poll_interval_secs
+            )));
+        }
+        if raw.max_discovered_devices == 0 {
+            return Err(fail("max_discovered_devices must be at least 1".into()));
         }
         if raw.max_jobs == 0 {
             return Err(fail("max_jobs must be at least 1".into()));
@@ -210,6 +246,8 @@ impl AgentConfig {
             max_jobs: raw.max_jobs,
             max_jobs_per_type: per_type,
             poll_interval: Duration::from_secs_f64(raw.poll_interval_secs),
+            min_poll_interval: Duration::from_secs_f64(min_poll),
+            max_discovered_devices: raw.max_discovered_devices,
             status_listen: raw.status_listen,
             registry_url: raw.registry_url,
             lock_duration: Duration::from_secs(raw.lock_secs),
@@ -236,11 +274,13 @@ impl AgentConfig {
             ]),
             cache_dir: crate::cache::default_dir(),
             connection_file,
-            agent_id: agent_id.to_string(),
+            agent_id: Some(agent_id.to_string()),
             guests_dir,
             max_jobs: default_max_jobs(),
             max_jobs_per_type: BTreeMap::new(),
             poll_interval: Duration::from_secs_f64(default_poll()),
+            min_poll_interval: Duration::from_secs_f64(min_poll_for(default_poll())),
+            max_discovered_devices: default_max_devices(),
             status_listen: None,
             registry_url: None,
             ca_file: None,

@@ -10,6 +10,11 @@
 //!
 //! A job value dropped without an ending (a panic) releases its lock in the
 //! background, best effort; if that fails the lock simply expires.
+//!
+//! The keepers run on a thread of their own ([`Renewals`]): a runtime with
+//! one thread and its own connections to the registry, where no job's work
+//! runs, so renewals keep their time even when every worker of the agent's
+//! runtime is busy.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,6 +43,37 @@ fn remaining(expiration: OffsetDateTime) -> Duration {
     Duration::try_from(left).unwrap_or(Duration::ZERO)
 }
 
+/// The lease thread: where every keeper runs. Cheap to clone; the thread
+/// ends when the last clone is dropped.
+#[derive(Clone)]
+pub struct Renewals {
+    handle: tokio::runtime::Handle,
+    client: RegistryClient,
+    _stop: Arc<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Renewals {
+    /// Starts the lease thread, renewing through `client`'s token over
+    /// connections of its own.
+    pub fn start(client: &RegistryClient) -> std::io::Result<Renewals> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("corral-leases".into())
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok(Renewals {
+            handle,
+            client: client.with_own_connections(),
+            _stop: Arc::new(stop),
+        })
+    }
+}
+
 /// One job under its lock.
 pub struct LockedJob {
     client: RegistryClient,
@@ -52,16 +88,18 @@ pub struct LockedJob {
 }
 
 impl LockedJob {
-    /// Takes ownership of `lock` on `job_id` and starts renewing it for `lease`.
+    /// Takes ownership of `lock` on `job_id` and starts renewing it for
+    /// `lease` on the lease thread.
     pub fn start(
         client: RegistryClient,
+        renewals: &Renewals,
         job_id: &str,
         lock: LockGranted,
         lease: Duration,
         metrics: Arc<Metrics>,
     ) -> LockedJob {
-        let keeper = AbortOnDropHandle::new(tokio::spawn(keep(
-            client.clone(),
+        let keeper = AbortOnDropHandle::new(renewals.handle.spawn(keep(
+            renewals.client.clone(),
             job_id.to_string(),
             lock.lock_token.clone(),
             lease,
@@ -79,6 +117,13 @@ impl LockedJob {
             forwarder: None,
             ended: false,
         }
+    }
+
+    /// The same job, its ending calls retried by `retry` (e.g. a short
+    /// deadline at shutdown).
+    pub fn retrying(mut self, retry: crate::client::retry::RetryPolicy) -> LockedJob {
+        self.client = self.client.with_retry(retry);
+        self
     }
 
     /// The job's id.

@@ -1,9 +1,11 @@
 //! Counters of one agent, served as Prometheus text on the status port.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use super::outcome::ReleaseCause;
+use crate::client::health::RegistryHealth;
 
 /// What the agent counts.
 #[derive(Debug, Default)]
@@ -22,17 +24,27 @@ pub struct Metrics {
     pub lock_renewals: AtomicU64,
     /// Registry calls that failed (after retries).
     pub registry_errors: AtomicU64,
+    /// Whether the registry answers, and every failed attempt.
+    pub registry: Arc<RegistryHealth>,
     /// Microseconds spent running guest code.
     pub guest_micros: AtomicU64,
     /// Jobs running now.
     pub running: AtomicI64,
     /// Releases, by [`ReleaseCause`] (indexed by [`ReleaseCause::index`]).
-    pub released_by: [AtomicU64; 4],
+    pub released_by: [AtomicU64; ReleaseCause::ALL.len()],
     /// Job tasks that panicked (the agent went on).
     pub panics: AtomicU64,
 }
 
 impl Metrics {
+    /// Counters that read the registry's health from `registry`.
+    pub fn new(registry: Arc<RegistryHealth>) -> Metrics {
+        Metrics {
+            registry,
+            ..Metrics::default()
+        }
+    }
+
     /// Adds one to `counter`.
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -104,7 +116,12 @@ impl Metrics {
             ),
             (
                 "corral_registry_errors_total",
-                "Registry calls that failed after retries.",
+                "Registry call attempts that failed (no answer, timeout, 5xx, 429), retries included.",
+                self.registry.failed_attempts(),
+            ),
+            (
+                "corral_registry_calls_failed_total",
+                "Registry calls that failed for good (after their retries, or refused).",
                 get(&self.registry_errors),
             ),
         ] {
@@ -117,6 +134,11 @@ impl Metrics {
         let _ = writeln!(
             text,
             "# HELP corral_guest_seconds_total Time spent running guest code.\n# TYPE corral_guest_seconds_total counter\ncorral_guest_seconds_total {seconds}"
+        );
+        let _ = writeln!(
+            text,
+            "# HELP corral_registry_up Whether the registry answered the last call (1) or not (0).\n# TYPE corral_registry_up gauge\ncorral_registry_up {}",
+            u8::from(self.registry.problem().is_none())
         );
         let _ = writeln!(
             text,

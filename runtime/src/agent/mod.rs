@@ -2,14 +2,17 @@
 //! polls, locks, runs and reports.
 //!
 //! The model: the [scheduler](Agent::run) polls only for the job types its
-//! guests serve and only while it has capacity (overall and per type); when
-//! idle it backs off up to the poll interval, when busy it polls again as soon
-//! as a job ends. It takes jobs oldest first and locks each; a 409 moves it to
-//! the next. Each locked job runs in its own task ([`runner`]) with a
+//! guests serve (and whose guests are not paused, see [`backoff`]) and only
+//! while it has capacity (overall and per type); when idle it backs off up to
+//! the poll interval, when busy it polls again when a job ends, but never
+//! sooner than the minimum poll interval after the last poll. It takes jobs
+//! oldest first and locks each, skipping a job it released lately and a job
+//! whose guest is paused; a 409 moves it to the next. Each locked job runs in its own task ([`runner`]) with a
 //! [lease keeper](lease). On shutdown it stops polling, lets running jobs
 //! finish within a grace period, then releases the rest; a second signal
 //! releases at once.
 
+pub mod backoff;
 pub mod catalog;
 pub mod config;
 pub mod lease;
@@ -21,13 +24,15 @@ pub mod status;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use self::catalog::Catalog;
+use self::backoff::JobBackoff;
+use self::catalog::{Catalog, Route};
 use self::config::AgentConfig;
+use self::lease::Renewals;
 use self::metrics::Metrics;
 use self::runner::Ended;
 use crate::client::connection::ConnectionFile;
@@ -87,6 +92,11 @@ impl Stop {
         let _ = self.watcher.wait_for(|now| *now >= level).await;
     }
 
+    /// Resolves once stopping has begun (the first signal).
+    pub async fn wait_for_drain(&mut self) {
+        self.wait_for(StopLevel::Draining).await;
+    }
+
     /// Resolves when jobs must be released.
     pub(crate) async fn wait_for_release(&mut self) {
         self.wait_for(StopLevel::Releasing).await;
@@ -102,6 +112,10 @@ pub struct AgentCtx {
     pub(crate) retry: RetryPolicy,
     pub(crate) stop: Stop,
     pub(crate) reload: Arc<Notify>,
+    /// The lease thread, where every job's lock is renewed.
+    pub(crate) renewals: Renewals,
+    /// When each released job may be locked again.
+    pub(crate) backoff: JobBackoff,
     /// Runs at the start of every job, inside its task (tests only).
     pub(crate) job_hook: Option<JobHook>,
 }
@@ -124,9 +138,6 @@ pub enum StartError {
     /// The engine.
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
-    /// The registry refused or could not be reached.
-    #[error("cannot reach the registry: {0}")]
-    Registry(RegistryError),
     /// Anything else about the set-up.
     #[error("{0}")]
     Setup(String),
@@ -138,8 +149,9 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Loads the connection file and the guests, and gets a first token, so any
-    /// problem stops start-up with one message.
+    /// Loads the connection file and the guests; nothing is sent yet (see
+    /// [`Agent::check_registry`]). A guest that cannot load is refused and
+    /// listed, not fatal; an empty guests folder waits for guests.
     pub async fn start(config: AgentConfig, mut secrets: Secrets) -> Result<Agent, StartError> {
         let file = ConnectionFile::load(&config.connection_file)?;
         config.bind_secrets(&mut secrets);
@@ -151,16 +163,49 @@ impl Agent {
         .with_policy(Arc::new(config.policy.clone()));
         let catalog = Catalog::load(&runtime, &config.guests_dir)?;
         let retry = RetryPolicy::default();
+        let agent_id = config
+            .agent_id
+            .clone()
+            .unwrap_or_else(|| file.principal_id.clone());
+        if agent_id != file.principal_id {
+            tracing::warn!(
+                "agent_id = \"{agent_id}\" differs from the connection file's ServicePrincipalId \"{}\": the registry may refuse this agent's polls (remove agent_id to use the file's)",
+                file.principal_id
+            );
+        }
         let client = RegistryClient::from_connection_file(
             &file,
-            &config.agent_id,
+            &agent_id,
             config.registry_url.as_deref(),
             config.ca_file.as_deref(),
             retry,
         )
         .map_err(StartError::Setup)?;
-        client.check().await.map_err(StartError::Registry)?;
         Ok(Agent::with_parts(client, catalog, config, retry))
+    }
+
+    /// Gets a token and polls once, within `deadline`, so a bad key, an
+    /// agent id the registry refuses, or an unreachable registry shows now.
+    pub async fn check_registry(&self, deadline: Duration) -> Result<(), RegistryError> {
+        let retry = RetryPolicy {
+            deadline,
+            ..self.ctx.retry
+        };
+        self.ctx
+            .client
+            .with_retry(retry)
+            .check(&self.ctx.catalog.served_types())
+            .await
+    }
+
+    /// The agent id it polls for.
+    pub fn agent_id(&self) -> &str {
+        self.ctx.client.agent_id()
+    }
+
+    /// The registry's base address.
+    pub fn registry_url(&self) -> &str {
+        self.ctx.client.api()
     }
 
     /// An agent from parts already set up (the demo and tests).
@@ -170,15 +215,18 @@ impl Agent {
         config: AgentConfig,
         retry: RetryPolicy,
     ) -> Agent {
+        let renewals = Renewals::start(&client).expect("the lease thread starts");
         Agent {
             ctx: Arc::new(AgentCtx {
+                metrics: Arc::new(Metrics::new(client.health())),
                 client,
                 catalog,
                 config,
-                metrics: Arc::new(Metrics::default()),
                 retry,
                 stop: Stop::default(),
                 reload: Arc::new(Notify::new()),
+                renewals,
+                backoff: JobBackoff::default(),
                 job_hook: None,
             }),
         }
@@ -217,7 +265,11 @@ impl Agent {
         let mut running = Running::default();
         let mut stop = ctx.stop.clone();
         let mut idle_wait = Duration::from_millis(50);
-        let mut failing = false;
+        let mut last_poll: Option<Instant> = None;
+        // Jobs the last poll offered that were skipped (backed off, or their
+        // guest paused): the next poll asks for that many more, so skipped
+        // jobs at the head of the queue never hide the ones behind them.
+        let mut skipped = 0;
         while stop.level() == StopLevel::Running {
             running.reap();
             let mut started = 0;
@@ -229,20 +281,30 @@ impl Agent {
                 .filter(|job| running.count(*job) < type_limit(&ctx.config, *job))
                 .collect();
             if capacity > 0 && !types.is_empty() {
-                match ctx.client.poll(&types, Some(capacity * 2)).await {
+                if let Some(last) = last_poll {
+                    let next = last + ctx.config.min_poll_interval;
+                    tokio::select! {
+                        () = tokio::time::sleep_until(next.into()) => {}
+                        () = stop.wait_for(StopLevel::Draining) => break,
+                    }
+                }
+                last_poll = Some(Instant::now());
+                let asked = capacity * 2 + skipped.min(MAX_SKIPPED_ASKED);
+                let polled = tokio::select! {
+                    polled = ctx.client.poll(&types, Some(asked)) => polled,
+                    () = stop.wait_for(StopLevel::Draining) => break,
+                };
+                match polled {
                     Ok(polled) => {
-                        if failing {
-                            tracing::info!("the registry answers again");
-                            failing = false;
-                        }
-                        started = take_jobs(&ctx, polled, capacity, &mut running, &ended).await;
+                        let taken = take_jobs(&ctx, polled, capacity, &mut running, &ended).await;
+                        started = taken.started;
+                        skipped = taken.skipped;
                     }
                     Err(error) => {
+                        // The first failed attempt was logged as it happened
+                        // (see `RegistryHealth`); this is the call giving up.
                         Metrics::bump(&ctx.metrics.registry_errors);
-                        if !failing {
-                            tracing::warn!("polling failed: {error}");
-                            failing = true;
-                        }
+                        tracing::warn!("polling failed: {error}");
                     }
                 }
             }
@@ -317,6 +379,30 @@ fn type_limit(config: &AgentConfig, job: JobType) -> usize {
         .unwrap_or(usize::MAX)
 }
 
+/// The most extra jobs a poll asks for to see past skipped ones.
+const MAX_SKIPPED_ASKED: usize = 200;
+
+/// What one poll's jobs came to.
+struct Taken {
+    started: usize,
+    skipped: usize,
+}
+
+/// Whether `job` may be locked now: not released by this agent lately, and
+/// going to a guest that is not paused. A job no guest can take now is
+/// locked, and released with the reason.
+fn may_take(ctx: &AgentCtx, job: &crate::protocol::Job) -> bool {
+    if !ctx.backoff.ready(&job.job_id) {
+        return false;
+    }
+    match ctx.catalog.route(job) {
+        Route::To(guests) => guests
+            .iter()
+            .any(|guest| ctx.catalog.breakers().admits(guest)),
+        Route::Nowhere(_) => true,
+    }
+}
+
 /// Locks and starts jobs from a poll, oldest first, within capacity.
 async fn take_jobs(
     ctx: &Arc<AgentCtx>,
@@ -324,8 +410,9 @@ async fn take_jobs(
     mut capacity: usize,
     running: &mut Running,
     ended: &Arc<Notify>,
-) -> usize {
+) -> Taken {
     let mut started = 0;
+    let mut skipped = 0;
     for entry in polled {
         if capacity == 0 {
             break;
@@ -338,6 +425,10 @@ async fn take_jobs(
             }
         };
         if running.count(job.job_type) >= type_limit(&ctx.config, job.job_type) {
+            continue;
+        }
+        if !may_take(ctx, &job) {
+            skipped += 1;
             continue;
         }
         match ctx.client.lock(&job.job_id, ctx.config.lock_duration).await {
@@ -374,7 +465,7 @@ async fn take_jobs(
             }
         }
     }
-    started
+    Taken { started, skipped }
 }
 
 /// A job this agent can never run is locked and cancelled with the reason.

@@ -10,12 +10,14 @@
 //! |---|---|
 //! | the lock was lost (409 or 410 on any call made under it) | abandoned: nothing more is sent, the lock ends on its own |
 //! | a registry call failed after its retries (5xx, 429, no answer, unreachable, token refused) during Initialize, a block, a commit or progress | released (cause: registry) |
+//! | a camera answered 401 or 403 to the credentials the host added | released (cause: camera-auth); the guest is degraded and gets no jobs for a while ([`backoff`](super::backoff)) |
 //! | the registry refused a file for what it holds (400: not a JPEG, a block that does not decrypt, ...) | Failed, with the registry's reason |
 //! | the guest: `completed`, or discovery found devices | Completed |
 //! | the guest: `partially-completed` | PartiallyCompleted |
 //! | the guest: `unavailable` (e.g. the camera cannot be reached), or no guest serves the job now | released (cause: guest) |
 //! | the guest: `unsupported` | cancelled |
 //! | the guest: `failed`, a trap, a limit | Failed, with the reason |
+//! | the registry refused the complete (400: a file of the lock got blocks but was refused, so it is not committed) | released (cause: refused) to abandon those files, locked again at once, and completed as Failed with the reason and no file; if that is refused too, cancelled with the reason; if another agent locked it meanwhile, it is theirs |
 //! | the final call (complete, cancel) failed after its retries | released (cause: registry); if that fails too, the lock expires |
 //! | the agent is shutting down | released (cause: shutdown) |
 //! | the job's task panicked | released (cause: panic), or the lock left to expire |
@@ -23,6 +25,10 @@
 //! The first rows win: a registry fault decides before the guest's verdict,
 //! because a guest that could not store its output reports a failure that is
 //! not its own.
+//!
+//! Every released job waits before this agent locks it again (2 s, doubling
+//! to 5 min; [`backoff`](super::backoff)), so no row makes a job cycle fast,
+//! and a job whose result the registry refuses ends within its attempt.
 
 use crate::client::RegistryError;
 use crate::guest::JobOutcome;
@@ -39,15 +45,22 @@ pub enum ReleaseCause {
     Shutdown,
     /// The job's task panicked.
     Panic,
+    /// A camera refused the credentials the host added (401/403).
+    CameraAuth,
+    /// Released to abandon files the registry refused, before completing
+    /// the job as Failed under a new lock.
+    Refused,
 }
 
 impl ReleaseCause {
     /// Every cause, in the order metrics list them.
-    pub const ALL: [ReleaseCause; 4] = [
+    pub const ALL: [ReleaseCause; 6] = [
         ReleaseCause::Guest,
         ReleaseCause::Registry,
         ReleaseCause::Shutdown,
         ReleaseCause::Panic,
+        ReleaseCause::CameraAuth,
+        ReleaseCause::Refused,
     ];
 
     /// Its name in metrics and logs.
@@ -57,6 +70,8 @@ impl ReleaseCause {
             ReleaseCause::Registry => "registry",
             ReleaseCause::Shutdown => "shutdown",
             ReleaseCause::Panic => "panic",
+            ReleaseCause::CameraAuth => "camera-auth",
+            ReleaseCause::Refused => "refused",
         }
     }
 
@@ -77,11 +92,19 @@ pub enum Ending {
     Release(ReleaseCause, String),
     /// Send nothing more: the lock is gone.
     Abandon(String),
+    /// Release to abandon the refused files, lock again, and complete as
+    /// Failed with this reason and no file.
+    FailWithoutFiles(String),
 }
 
-/// How a job ends, from the guest's outcome and the registry errors its
-/// calls met (after their retries), oldest first.
-pub fn decide(guest: &JobOutcome, faults: &[RegistryError]) -> Ending {
+/// How a job ends, from the guest's outcome, whether a camera refused the
+/// host's credentials, and the registry errors its calls met (after their
+/// retries), oldest first.
+pub fn decide(
+    guest: &JobOutcome,
+    camera_auth_refused: Option<&str>,
+    faults: &[RegistryError],
+) -> Ending {
     if let Some(lost) = faults
         .iter()
         .find(|error| matches!(error, RegistryError::LockLost(_) | RegistryError::Gone(_)))
@@ -90,6 +113,9 @@ pub fn decide(guest: &JobOutcome, faults: &[RegistryError]) -> Ending {
     }
     if let Some(fault) = faults.iter().find(|error| is_infrastructure(error)) {
         return Ending::Release(ReleaseCause::Registry, fault.to_string());
+    }
+    if let Some(why) = camera_auth_refused {
+        return Ending::Release(ReleaseCause::CameraAuth, why.to_string());
     }
     if let Some(refused) = faults.first() {
         return Ending::Complete(CompletionState::Failed, Some(refused.to_string()));
@@ -107,11 +133,21 @@ pub fn decide(guest: &JobOutcome, faults: &[RegistryError]) -> Ending {
     }
 }
 
-/// What to do when the final call (complete or cancel) itself failed.
-pub fn after_failed_ending(error: &RegistryError) -> Ending {
-    match error {
-        RegistryError::LockLost(_) | RegistryError::Gone(_) => Ending::Abandon(error.to_string()),
-        other => Ending::Release(ReleaseCause::Registry, other.to_string()),
+/// What to do when the final call `ended` (a complete or a cancel) itself
+/// failed with `error`.
+pub fn after_failed_ending(ended: &Ending, error: &RegistryError) -> Ending {
+    match (ended, error) {
+        (_, RegistryError::LockLost(_) | RegistryError::Gone(_)) => {
+            Ending::Abandon(error.to_string())
+        }
+        (Ending::Complete(_, message), RegistryError::Rejected { status: 400, .. }) => {
+            let why = match message {
+                Some(message) => format!("{message} ({error})"),
+                None => error.to_string(),
+            };
+            Ending::FailWithoutFiles(why)
+        }
+        (_, other) => Ending::Release(ReleaseCause::Registry, other.to_string()),
     }
 }
 
@@ -165,12 +201,12 @@ mod tests {
         for guest in every_guest_outcome() {
             let faults = [transient(), RegistryError::LockLost("409".into())];
             assert!(
-                matches!(decide(&guest, &faults), Ending::Abandon(_)),
+                matches!(decide(&guest, None, &faults), Ending::Abandon(_)),
                 "{guest:?}"
             );
             let gone = [RegistryError::Gone("410".into())];
             assert!(
-                matches!(decide(&guest, &gone), Ending::Abandon(_)),
+                matches!(decide(&guest, None, &gone), Ending::Abandon(_)),
                 "{guest:?}"
             );
         }
@@ -192,7 +228,7 @@ mod tests {
             for fault in &faults {
                 assert!(
                     matches!(
-                        decide(&guest, std::slice::from_ref(fault)),
+                        decide(&guest, None, std::slice::from_ref(fault)),
                         Ending::Release(ReleaseCause::Registry, _)
                     ),
                     "{guest:?} with {fault:?}"
@@ -203,13 +239,17 @@ mod tests {
 
     #[test]
     fn a_registry_fault_decides_before_a_refusal() {
-        let ending = decide(&JobOutcome::Completed, &[refused(), transient()]);
+        let ending = decide(&JobOutcome::Completed, None, &[refused(), transient()]);
         assert!(matches!(ending, Ending::Release(ReleaseCause::Registry, _)));
     }
 
     #[test]
     fn a_file_the_registry_refuses_fails_the_job_with_its_reason() {
-        let ending = decide(&JobOutcome::Failed("write failed".into()), &[refused()]);
+        let ending = decide(
+            &JobOutcome::Failed("write failed".into()),
+            None,
+            &[refused()],
+        );
         assert_eq!(
             ending,
             Ending::Complete(
@@ -223,7 +263,7 @@ mod tests {
     fn completed_and_discovered_complete() {
         for guest in [JobOutcome::Completed, JobOutcome::Discovered(Vec::new())] {
             assert_eq!(
-                decide(&guest, &[]),
+                decide(&guest, None, &[]),
                 Ending::Complete(CompletionState::Completed, None)
             );
         }
@@ -232,7 +272,7 @@ mod tests {
     #[test]
     fn partially_completed_completes_partially() {
         assert_eq!(
-            decide(&JobOutcome::PartiallyCompleted, &[]),
+            decide(&JobOutcome::PartiallyCompleted, None, &[]),
             Ending::Complete(CompletionState::PartiallyCompleted, None)
         );
     }
@@ -240,7 +280,7 @@ mod tests {
     #[test]
     fn unavailable_releases_for_the_guest() {
         assert_eq!(
-            decide(&JobOutcome::Unavailable("camera down".into()), &[]),
+            decide(&JobOutcome::Unavailable("camera down".into()), None, &[]),
             Ending::Release(ReleaseCause::Guest, "camera down".into())
         );
     }
@@ -248,7 +288,7 @@ mod tests {
     #[test]
     fn unsupported_cancels() {
         assert_eq!(
-            decide(&JobOutcome::Unsupported("never".into()), &[]),
+            decide(&JobOutcome::Unsupported("never".into()), None, &[]),
             Ending::Cancel("never".into())
         );
     }
@@ -256,31 +296,72 @@ mod tests {
     #[test]
     fn only_the_guests_own_failure_fails() {
         assert_eq!(
-            decide(&JobOutcome::Failed("memory limit".into()), &[]),
+            decide(&JobOutcome::Failed("memory limit".into()), None, &[]),
             Ending::Complete(CompletionState::Failed, Some("memory limit".into()))
         );
     }
 
     #[test]
     fn a_failed_final_call_releases_unless_the_lock_is_gone() {
+        let completed = Ending::Complete(CompletionState::Completed, None);
+        let cancelled = Ending::Cancel("never".into());
+        for ended in [&completed, &cancelled] {
+            assert!(matches!(
+                after_failed_ending(ended, &transient()),
+                Ending::Release(ReleaseCause::Registry, _)
+            ));
+            assert!(matches!(
+                after_failed_ending(ended, &RegistryError::LockLost("409".into())),
+                Ending::Abandon(_)
+            ));
+        }
         assert!(matches!(
-            after_failed_ending(&transient()),
+            after_failed_ending(&cancelled, &refused()),
             Ending::Release(ReleaseCause::Registry, _)
         ));
+    }
+
+    #[test]
+    fn a_refused_complete_fails_the_job_without_its_files() {
+        let failed = Ending::Complete(CompletionState::Failed, Some("not a JPEG".into()));
+        let Ending::FailWithoutFiles(why) = after_failed_ending(&failed, &refused()) else {
+            panic!("a refused complete must end the job");
+        };
+        assert!(
+            why.starts_with("not a JPEG") && why.contains("refused"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_camera_refusing_the_credentials_releases_before_the_guests_verdict() {
+        for guest in every_guest_outcome() {
+            assert_eq!(
+                decide(&guest, Some("401"), &[refused()]),
+                Ending::Release(ReleaseCause::CameraAuth, "401".into()),
+                "{guest:?}"
+            );
+        }
         assert!(matches!(
-            after_failed_ending(&refused()),
+            decide(&JobOutcome::Completed, Some("401"), &[transient()]),
             Ending::Release(ReleaseCause::Registry, _)
-        ));
-        assert!(matches!(
-            after_failed_ending(&RegistryError::LockLost("409".into())),
-            Ending::Abandon(_)
         ));
     }
 
     #[test]
     fn release_causes_have_distinct_names_in_order() {
         let names: Vec<_> = ReleaseCause::ALL.iter().map(|cause| cause.name()).collect();
-        assert_eq!(names, ["guest", "registry", "shutdown", "panic"]);
+        assert_eq!(
+            names,
+            [
+                "guest",
+                "registry",
+                "shutdown",
+                "panic",
+                "camera-auth",
+                "refused"
+            ]
+        );
         for (index, cause) in ReleaseCause::ALL.iter().enumerate() {
             assert_eq!(cause.index(), index);
         }

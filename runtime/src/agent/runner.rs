@@ -9,19 +9,24 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::AgentCtx;
+use super::backoff::GuestVerdict;
 use super::lease::{LockedJob, NotRecorded};
 use super::metrics::Metrics;
 use super::outcome::{self, Ending, ReleaseCause};
-use crate::client::JobUploads;
+use crate::client::retry::RetryPolicy;
+use crate::client::{JobUploads, RegistryError};
 use crate::guest::{Guest, JobEnv, JobOutcome, JobReport};
-use crate::protocol::{CompletionState, FileKind, Job, JobType, LockGranted, format_rfc3339};
+use crate::protocol::{
+    CompletionState, DiscoveredDevice, DiscoveryResult, FileKind, Job, JobType, LockGranted,
+    format_rfc3339,
+};
 use crate::sandbox::progress::{self, Progress};
-use crate::sink::{NullSink, OutputSink};
+use crate::sink::{NullSink, OutputSink, OutputSpec, store_whole};
 use crate::upload::UploadSink;
 
 /// How a job ended, for logs and tests.
@@ -56,8 +61,10 @@ impl Ended {
 
 /// Runs `job` under `lock` to its end.
 pub async fn run(ctx: Arc<AgentCtx>, job: Job, lock: LockGranted) -> Ended {
+    let started = Instant::now();
     let mut locked = LockedJob::start(
         ctx.client.clone(),
+        &ctx.renewals,
         &job.job_id,
         lock,
         ctx.config.lock_duration,
@@ -90,33 +97,108 @@ pub async fn run(ctx: Arc<AgentCtx>, job: Job, lock: LockGranted) -> Ended {
     };
     // Past this point the work is dropped: its guest store and every upload
     // of the job with it, so nothing more runs and nothing commits.
-    let work = match interrupted {
-        Ok(work) => work,
-        Err(Some(lost)) => {
-            tracing::warn!(
-                job = job.job_id,
-                "lock lost, guest stopped, job not completed: {lost}"
+    let (ending, work) = match interrupted {
+        Ok(work) => {
+            // The guest's progress channel is closed: the forwarder sends the last value.
+            locked.progress_sent().await;
+            let ending = outcome::decide(
+                &work.outcome,
+                work.camera_auth_refused.as_deref(),
+                &faults.errors(),
             );
-            Metrics::bump(&ctx.metrics.lock_lost);
-            locked.abandon();
-            return Ended::LockLost;
+            (ending, work)
         }
-        Err(None) => {
-            let ending =
-                Ending::Release(ReleaseCause::Shutdown, "the agent is shutting down".into());
-            return end(&ctx, locked, ending, &JobOutcome::Completed, 0).await;
+        Err(lost) => {
+            let ending = match lost {
+                Some(lost) => Ending::Abandon(format!("guest stopped: {lost}")),
+                None => {
+                    Ending::Release(ReleaseCause::Shutdown, "the agent is shutting down".into())
+                }
+            };
+            (ending, Work::nothing(JobOutcome::Completed))
         }
     };
-    // The guest's progress channel is closed: the forwarder sends the last value.
-    locked.progress_sent().await;
-    let ending = outcome::decide(&work.outcome, &faults.errors());
-    end(&ctx, locked, ending, &work.outcome, work.bytes).await
+    let (ended, detail) = end(&ctx, locked, ending, &work.outcome).await;
+    if matches!(ended, Ended::Completed(_)) {
+        ctx.metrics
+            .bytes_uploaded
+            .fetch_add(work.bytes, Ordering::Relaxed);
+    }
+    match &ended {
+        Ended::Completed(_) | Ended::Cancelled => ctx.backoff.ended(&job.job_id),
+        Ended::Released(ReleaseCause::Shutdown) => {}
+        Ended::Released(_) | Ended::LockLost | Ended::NotReported(_) => {
+            ctx.backoff.released(&job.job_id);
+        }
+    }
+    log_end(&job, &work, &ended, &detail, started.elapsed());
+    ended
+}
+
+/// One line per job end: what, by which guest, how long, how many bytes,
+/// how it ended and why; at WARN unless the job did what it was asked.
+fn log_end(job: &Job, work: &Work, ended: &Ended, detail: &str, elapsed: Duration) {
+    let guest = work.guest.as_deref().unwrap_or("no guest");
+    let why = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    };
+    let seconds = elapsed.as_secs_f64();
+    let bytes = if matches!(ended, Ended::Completed(_)) {
+        work.bytes
+    } else {
+        0
+    };
+    match ended {
+        Ended::Completed(CompletionState::Completed | CompletionState::PartiallyCompleted)
+        | Ended::Released(ReleaseCause::Shutdown) => tracing::info!(
+            job = job.job_id,
+            "{} {} job ({guest}, {seconds:.2} s, {bytes} bytes){why}",
+            ended.name(),
+            job.job_type
+        ),
+        _ => tracing::warn!(
+            job = job.job_id,
+            "{} {} job ({guest}, {seconds:.2} s, {bytes} bytes){why}",
+            ended.name(),
+            job.job_type
+        ),
+    }
 }
 
 /// What the guest(s) produced, with the files already uploaded.
 struct Work {
     outcome: JobOutcome,
     bytes: u64,
+    /// Why a camera refused the host's credentials, if one did.
+    camera_auth_refused: Option<String>,
+    /// `name version` of the guest that ran it (several, for discovery).
+    guest: Option<String>,
+}
+
+impl Work {
+    fn nothing(outcome: JobOutcome) -> Work {
+        Work {
+            outcome,
+            bytes: 0,
+            camera_auth_refused: None,
+            guest: None,
+        }
+    }
+}
+
+/// What one run says of its guest, for its breaker.
+fn verdict(report: &JobReport) -> GuestVerdict {
+    match (&report.camera_auth_refused, &report.outcome) {
+        (Some(why), _) => GuestVerdict::AuthRefused(why.clone()),
+        (None, JobOutcome::Unavailable(_)) => GuestVerdict::Unavailable,
+        (None, _) => GuestVerdict::Worked,
+    }
+}
+
+fn guest_name(guest: &Guest) -> String {
+    format!("{} {}", guest.manifest().name, guest.manifest().version)
 }
 
 async fn work(
@@ -132,10 +214,7 @@ async fn work(
         // the device yet: another agent (or this one, later) may still do the
         // job, so it is released, not cancelled.
         super::catalog::Route::Nowhere(why) => {
-            return Work {
-                outcome: JobOutcome::Unavailable(why),
-                bytes: 0,
-            };
+            return Work::nothing(JobOutcome::Unavailable(why));
         }
     };
     let upload_config = crate::upload::UploadConfig {
@@ -148,11 +227,15 @@ async fn work(
         return discover(ctx, job, &guests, sink, progress).await;
     }
     let env = JobEnv { sink, progress };
-    let report = guests[0].run(job, env).await;
+    let guest = &guests[0];
+    let report = guest.run(job, env).await;
     account(ctx, &report);
+    ctx.catalog.breakers().record(guest, &verdict(&report));
     Work {
         bytes: report.files.iter().map(|file| file.length).sum(),
         outcome: report.outcome,
+        camera_auth_refused: report.camera_auth_refused,
+        guest: Some(guest_name(guest)),
     }
 }
 
@@ -162,7 +245,9 @@ fn account(ctx: &AgentCtx, report: &JobReport) {
         .fetch_add(report.guest_time.as_micros() as u64, Ordering::Relaxed);
 }
 
-/// Runs every discovery guest and uploads one merged list.
+/// Runs every discovery guest and uploads one merged list. The merge and
+/// the file's JSON are CPU work in the number of devices: they run on the
+/// blocking pool, never on the workers that drive other jobs.
 async fn discover(
     ctx: &Arc<AgentCtx>,
     job: &Job,
@@ -172,6 +257,7 @@ async fn discover(
 ) -> Work {
     let mut found = Vec::new();
     let mut failures = Vec::new();
+    let mut camera_auth_refused = None;
     for guest in guests {
         // Discovery's result is the device list; a guest's own files go nowhere.
         let env = JobEnv {
@@ -180,140 +266,266 @@ async fn discover(
         };
         let report = guest.run(job, env).await;
         account(ctx, &report);
+        ctx.catalog.breakers().record(guest, &verdict(&report));
+        camera_auth_refused = camera_auth_refused.or(report.camera_auth_refused);
         match report.outcome {
             JobOutcome::Discovered(devices) => found.push((guest.manifest().name.clone(), devices)),
             other => failures.push((guest.manifest().name.clone(), other)),
         }
     }
     drop(progress);
-    // Each device once, and only from the guest that owns it.
-    let devices = ctx.catalog.claim_devices(found);
+    let names = guests.iter().map(guest_name).collect::<Vec<_>>().join(", ");
+    let work = |outcome: JobOutcome, bytes: u64| Work {
+        outcome,
+        bytes,
+        camera_auth_refused: camera_auth_refused.clone(),
+        guest: Some(names.clone()),
+    };
+    let catalog = ctx.catalog.clone();
+    let cap = ctx.config.max_discovered_devices;
+    let merged = tokio::task::spawn_blocking(move || {
+        let (found, dropped) = keep_at_most(found, cap);
+        // Each device once, and only from the guest that owns it.
+        let devices = catalog.claim_devices(found);
+        let json = DiscoveryResult {
+            devices: devices.clone(),
+        }
+        .to_json();
+        (devices, json, dropped)
+    })
+    .await;
+    let Ok((devices, json, dropped)) = merged else {
+        return work(
+            JobOutcome::Failed("merging the discovery results failed".into()),
+            0,
+        );
+    };
     if devices.is_empty()
         && let Some((name, first)) = failures.first()
     {
         tracing::warn!(job = job.job_id, "discovery by {name} did not succeed");
-        return Work {
-            outcome: first.clone(),
-            bytes: 0,
-        };
+        return work(first.clone(), 0);
     }
-    let mut report = JobReport {
-        outcome: JobOutcome::Discovered(devices),
-        files: Vec::new(),
-        progress: Progress::default(),
-        guest_time: Duration::ZERO,
-        elapsed: Duration::ZERO,
-        log_tail: Vec::new(),
+    let spec = OutputSpec {
+        name: DiscoveryResult::FILE_NAME.into(),
+        content_type: DiscoveryResult::CONTENT_TYPE.into(),
     };
-    if let Err(error) = report.store_discovery(sink.as_ref()).await {
-        return Work {
-            outcome: JobOutcome::Failed(format!("storing the discovery file failed: {error}")),
-            bytes: 0,
-        };
-    }
-    let bytes = report.files.iter().map(|file| file.length).sum();
-    let outcome = if failures.is_empty() {
-        report.outcome
-    } else {
-        let names: Vec<String> = failures
-            .iter()
-            .map(|(name, outcome)| format!("{name}: {outcome:?}"))
-            .collect();
+    let stored = match store_whole(sink.as_ref(), &spec, json.into()).await {
+        Ok(stored) => stored,
+        Err(error) => {
+            return work(
+                JobOutcome::Failed(format!("storing the discovery file failed: {error}")),
+                0,
+            );
+        }
+    };
+    if dropped > 0 {
         tracing::warn!(
             job = job.job_id,
-            "some discovery guests failed: {}",
-            names.join("; ")
+            "the discovery reported {dropped} devices over max_discovered_devices = {cap}: they were left out"
         );
+    }
+    let outcome = if failures.is_empty() && dropped == 0 {
+        JobOutcome::Discovered(devices)
+    } else {
+        if !failures.is_empty() {
+            let names: Vec<String> = failures
+                .iter()
+                .map(|(name, outcome)| format!("{name}: {outcome:?}"))
+                .collect();
+            tracing::warn!(
+                job = job.job_id,
+                "some discovery guests failed: {}",
+                names.join("; ")
+            );
+        }
         JobOutcome::PartiallyCompleted
     };
-    Work { outcome, bytes }
+    work(outcome, stored.length)
+}
+
+/// The guests' device lists, cut so that together they hold at most `cap`
+/// devices (the first guests' first devices are kept); and how many were cut.
+fn keep_at_most(
+    found: Vec<(String, Vec<DiscoveredDevice>)>,
+    cap: usize,
+) -> (Vec<(String, Vec<DiscoveredDevice>)>, usize) {
+    let mut room = cap;
+    let mut dropped = 0;
+    let kept = found
+        .into_iter()
+        .map(|(guest, mut devices)| {
+            let keep = devices.len().min(room);
+            dropped += devices.len() - keep;
+            devices.truncate(keep);
+            room -= keep;
+            (guest, devices)
+        })
+        .collect();
+    (kept, dropped)
 }
 
 /// Ends the job as `ending` says; if the registry does not take a complete or
-/// a cancel, releases it instead (PROTOCOL.md: another agent may then do it).
+/// a cancel, does what [`outcome::after_failed_ending`] says. Returns how it
+/// ended and why, for the job's log line.
 async fn end(
     ctx: &AgentCtx,
     locked: LockedJob,
     ending: Ending,
     guest: &JobOutcome,
-    bytes: u64,
-) -> Ended {
-    let id = locked.job_id().to_string();
-    let (result, ended, detail) = match ending {
+) -> (Ended, String) {
+    let (result, ended, detail) = match &ending {
         Ending::Abandon(why) => {
-            tracing::warn!(job = id, "lock lost, job not completed: {why}");
             Metrics::bump(&ctx.metrics.lock_lost);
             locked.abandon();
-            return Ended::LockLost;
+            return (Ended::LockLost, format!("not completed: {why}"));
         }
-        Ending::Release(cause, why) => return release(ctx, locked, cause, &why).await,
+        Ending::Release(cause, why) => return release(ctx, locked, *cause, why).await,
+        Ending::FailWithoutFiles(why) => return fail_without_files(ctx, locked, why).await,
         Ending::Complete(state, message) => {
             let detail = message.clone().unwrap_or_else(|| outcome_text(guest));
             (
-                locked.complete(state, message).await,
-                Ended::Completed(state),
+                locked.complete(*state, message.clone()).await,
+                Ended::Completed(*state),
                 detail,
             )
         }
-        Ending::Cancel(reason) => (locked.cancel(&reason).await, Ended::Cancelled, reason),
+        Ending::Cancel(reason) => (
+            locked.cancel(reason).await,
+            Ended::Cancelled,
+            reason.clone(),
+        ),
     };
     match result {
         Ok(()) => {
-            let counter = match &ended {
-                Ended::Completed(CompletionState::Completed) => &ctx.metrics.completed,
-                Ended::Completed(CompletionState::PartiallyCompleted) => {
-                    &ctx.metrics.partially_completed
-                }
-                Ended::Completed(CompletionState::Failed) => &ctx.metrics.failed,
-                _ => &ctx.metrics.cancelled,
-            };
-            Metrics::bump(counter);
-            ctx.metrics
-                .bytes_uploaded
-                .fetch_add(bytes, Ordering::Relaxed);
-            tracing::info!(
-                job = id,
-                "{}{}{detail}",
-                ended.name(),
-                if detail.is_empty() { "" } else { ": " }
-            );
-            ended
+            recorded(ctx, &ended);
+            (ended, detail)
         }
         Err(NotRecorded { error, job }) => {
             Metrics::bump(&ctx.metrics.registry_errors);
-            match (outcome::after_failed_ending(&error), job) {
+            match (outcome::after_failed_ending(&ending, &error), job) {
                 (Ending::Release(cause, why), Some(locked)) => {
-                    let locked = *locked;
-                    tracing::warn!(job = id, "the registry did not record the outcome: {why}");
-                    release(ctx, locked, cause, &why).await
+                    let (ended, detail) = release(ctx, *locked, cause, &why).await;
+                    (
+                        ended,
+                        format!("the registry did not record the outcome: {detail}"),
+                    )
+                }
+                (Ending::FailWithoutFiles(why), Some(locked)) => {
+                    fail_without_files(ctx, *locked, &why).await
                 }
                 _ => {
-                    tracing::warn!(
-                        job = id,
-                        "lock lost before the outcome was recorded: {error}"
-                    );
                     Metrics::bump(&ctx.metrics.lock_lost);
-                    Ended::LockLost
+                    (
+                        Ended::LockLost,
+                        format!("lock lost before the outcome was recorded: {error}"),
+                    )
                 }
             }
         }
     }
 }
 
-async fn release(ctx: &AgentCtx, locked: LockedJob, cause: ReleaseCause, why: &str) -> Ended {
+/// Counts an ending the registry recorded.
+fn recorded(ctx: &AgentCtx, ended: &Ended) {
+    let counter = match ended {
+        Ended::Completed(CompletionState::Completed) => &ctx.metrics.completed,
+        Ended::Completed(CompletionState::PartiallyCompleted) => &ctx.metrics.partially_completed,
+        Ended::Completed(CompletionState::Failed) => &ctx.metrics.failed,
+        _ => &ctx.metrics.cancelled,
+    };
+    Metrics::bump(counter);
+}
+
+/// The registry refused to complete the job because a file of its lock got
+/// blocks but was refused: release (which abandons that file), lock again,
+/// and complete as Failed with `why` and no file; if even that is refused,
+/// cancel with `why`. If another agent locks the job in between, it is theirs.
+async fn fail_without_files(ctx: &AgentCtx, locked: LockedJob, why: &str) -> (Ended, String) {
     let id = locked.job_id().to_string();
-    match locked.release(cause).await {
-        Ok(()) => {
-            tracing::info!(job = id, "released ({}): {why}", cause.name());
-            Ended::Released(cause)
-        }
+    let (released, detail) = release(ctx, locked, ReleaseCause::Refused, why).await;
+    if released != Ended::Released(ReleaseCause::Refused) {
+        return (released, detail);
+    }
+    let lock = match ctx.client.lock(&id, ctx.config.lock_duration).await {
+        Ok(lock) => lock,
         Err(error) => {
+            return (
+                released,
+                format!("{why}; released to abandon the refused file, not locked again: {error}"),
+            );
+        }
+    };
+    let locked = LockedJob::start(
+        ctx.client.clone(),
+        &ctx.renewals,
+        &id,
+        lock,
+        ctx.config.lock_duration,
+        ctx.metrics.clone(),
+    );
+    let reason = format!("{why} (the refused file was abandoned)");
+    let (result, ended) = match locked
+        .complete(CompletionState::Failed, Some(reason.clone()))
+        .await
+    {
+        Err(NotRecorded {
+            job: Some(locked),
+            error: RegistryError::Rejected { status: 400, .. },
+        }) => (locked.cancel(&reason).await, Ended::Cancelled),
+        other => (other, Ended::Completed(CompletionState::Failed)),
+    };
+    match result {
+        Ok(()) => {
+            recorded(ctx, &ended);
+            (ended, reason)
+        }
+        Err(NotRecorded { error, job }) => {
             Metrics::bump(&ctx.metrics.registry_errors);
-            tracing::warn!(job = id, "release failed (the lock will expire): {error}");
-            Ended::NotReported(error.to_string())
+            if let Some(locked) = job {
+                locked.abandon();
+            }
+            (
+                Ended::NotReported(error.to_string()),
+                format!("{reason}; the registry did not record it either: {error}"),
+            )
         }
     }
 }
+
+async fn release(
+    ctx: &AgentCtx,
+    locked: LockedJob,
+    cause: ReleaseCause,
+    why: &str,
+) -> (Ended, String) {
+    // A release at shutdown must not hold the process up.
+    let locked = if cause == ReleaseCause::Shutdown {
+        locked.retrying(SHUTDOWN_RETRY)
+    } else {
+        locked
+    };
+    match locked.release(cause).await {
+        Ok(()) => (
+            Ended::Released(cause),
+            format!("{} ({})", why, cause.name()),
+        ),
+        Err(error) => {
+            Metrics::bump(&ctx.metrics.registry_errors);
+            (
+                Ended::NotReported(error.to_string()),
+                format!("{why}; the release failed, the lock will expire: {error}"),
+            )
+        }
+    }
+}
+
+/// How long a release at shutdown may retry.
+const SHUTDOWN_RETRY: RetryPolicy = RetryPolicy {
+    base: Duration::from_millis(100),
+    cap: Duration::from_secs(1),
+    deadline: Duration::from_secs(5),
+};
 
 fn outcome_text(outcome: &JobOutcome) -> String {
     match outcome {

@@ -1,6 +1,7 @@
-//! The local status port (off by default): `/healthz`, Prometheus `/metrics`,
-//! `/guests` (the loaded guests: name, version, SHA-256, loaded at, jobs run;
-//! and the refused ones) and `POST /reload` (rescan the guests folder now).
+//! The local status port (off by default): `/healthz` (503 while the registry
+//! cannot be reached; degraded guests listed), Prometheus `/metrics`,
+//! `/guests` (the loaded guests: file, name, version, SHA-256, loaded at, jobs
+//! run, degraded or paused; and the refused ones) and `POST /reload` (rescan the guests folder now).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,25 @@ pub struct StatusView {
     pub reload: Arc<tokio::sync::Notify>,
 }
 
+/// `/healthz`: 503 with the reason while the registry cannot be reached;
+/// otherwise 200, `ok`, followed by a line per degraded guest (the agent
+/// itself works: restarting it would not help those guests).
+fn health(view: &StatusView) -> (StatusCode, String) {
+    let degraded = view
+        .catalog
+        .degraded()
+        .into_iter()
+        .map(|(guest, why)| format!("degraded: guest {guest}: {why}\n"))
+        .collect::<String>();
+    match view.metrics.registry.problem() {
+        Some(problem) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unavailable: {problem}\n{degraded}"),
+        ),
+        None => (StatusCode::OK, format!("ok\n{degraded}")),
+    }
+}
+
 /// Binds the status port; serving runs in a task that ends with the process.
 pub async fn start(addr: SocketAddr, view: StatusView) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
@@ -40,7 +60,7 @@ pub async fn start(addr: SocketAddr, view: StatusView) -> std::io::Result<Socket
                     async move {
                         let (status, body) = match (request.method().as_str(), request.uri().path())
                         {
-                            (_, "/healthz") => (StatusCode::OK, "ok\n".to_string()),
+                            (_, "/healthz") => health(&view),
                             (_, "/metrics") => (StatusCode::OK, view.metrics.render()),
                             ("GET", "/guests") => {
                                 (StatusCode::OK, view.catalog.describe().to_string())

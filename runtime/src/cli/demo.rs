@@ -100,7 +100,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client =
         RegistryClient::from_connection_file(&file, AGENT_ID, None, None, RetryPolicy::default())
             .map_err(anyhow::Error::msg)?;
-    client.check().await.context("the agent's first token")?;
+    client.check(&[]).await.context("the agent's first token")?;
     let agent = Agent::with_parts(client, catalog, config, RetryPolicy::default());
     let stop = agent.stopper();
     let agent_task = tokio::spawn(agent.run());

@@ -47,6 +47,8 @@ pub struct ConnectionFile {
     pub sts: String,
     /// The registry base address.
     pub api: String,
+    /// `ServicePrincipalId`: the agent's id unless its config names another.
+    pub principal_id: String,
     /// `{ServicePrincipalId}@{TenantId}`.
     pub client_id: String,
     /// The key's `kid`.
@@ -138,6 +140,7 @@ impl ConnectionFile {
         Ok(ConnectionFile {
             sts,
             api,
+            principal_id: file.service_principal_id.trim().to_string(),
             client_id: format!(
                 "{}@{}",
                 file.service_principal_id.trim(),

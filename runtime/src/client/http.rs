@@ -26,7 +26,16 @@ const MAX_ANSWER: usize = 16 << 20;
 #[derive(Clone)]
 pub struct HttpClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    connector: HttpsConnector<HttpConnector>,
     timeout: Duration,
+}
+
+fn pooled(
+    connector: HttpsConnector<HttpConnector>,
+) -> Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
 }
 
 /// A 2xx answer.
@@ -76,11 +85,20 @@ impl HttpClient {
             .enable_http1()
             .wrap_connector(http);
         Ok(HttpClient {
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(connector),
+            client: pooled(connector.clone()),
+            connector,
             timeout: Duration::from_secs(60),
         })
+    }
+
+    /// The same settings over a pool of its own: connections made from
+    /// another runtime are driven by that runtime (the lease thread's).
+    pub fn own_pool(&self) -> HttpClient {
+        HttpClient {
+            client: pooled(self.connector.clone()),
+            connector: self.connector.clone(),
+            timeout: self.timeout,
+        }
     }
 
     /// Sends `request`; a 2xx comes back as a [`Reply`], anything else as the

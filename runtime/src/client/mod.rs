@@ -16,6 +16,7 @@ pub mod auth;
 pub mod connection;
 mod error;
 pub mod faults;
+pub mod health;
 pub mod http;
 pub mod retry;
 pub mod uploads;
@@ -33,6 +34,7 @@ use self::auth::{Credentials, TokenSource};
 use self::connection::ConnectionFile;
 pub use self::error::RegistryError;
 pub use self::faults::JobFaults;
+use self::health::RegistryHealth;
 use self::http::HttpClient;
 use self::retry::RetryPolicy;
 pub use self::uploads::JobUploads;
@@ -79,14 +81,15 @@ pub enum Polled {
 #[derive(Clone)]
 pub struct RegistryClient {
     inner: Arc<Inner>,
+    retry: RetryPolicy,
 }
 
 struct Inner {
     http: HttpClient,
     api: String,
     agent_id: String,
-    tokens: TokenSource,
-    retry: RetryPolicy,
+    tokens: Arc<TokenSource>,
+    health: Arc<RegistryHealth>,
 }
 
 impl RegistryClient {
@@ -98,15 +101,46 @@ impl RegistryClient {
         tokens: TokenSource,
         retry: RetryPolicy,
     ) -> RegistryClient {
+        let api = api.trim_end_matches('/').to_string();
         RegistryClient {
             inner: Arc::new(Inner {
                 http,
-                api: api.trim_end_matches('/').to_string(),
+                health: Arc::new(RegistryHealth::of(&api)),
+                api,
                 agent_id: agent_id.to_string(),
-                tokens,
-                retry,
+                tokens: Arc::new(tokens),
             }),
+            retry,
         }
+    }
+
+    /// The same client (same token, same connections) retrying by `retry`:
+    /// shorter deadlines for calls that must not hold up a shutdown.
+    pub fn with_retry(&self, retry: RetryPolicy) -> RegistryClient {
+        RegistryClient {
+            inner: self.inner.clone(),
+            retry,
+        }
+    }
+
+    /// The same client (same token, same health) over connections of its
+    /// own, for calls made from another runtime (see [`HttpClient::own_pool`]).
+    pub fn with_own_connections(&self) -> RegistryClient {
+        RegistryClient {
+            inner: Arc::new(Inner {
+                http: self.inner.http.own_pool(),
+                api: self.inner.api.clone(),
+                agent_id: self.inner.agent_id.clone(),
+                tokens: self.inner.tokens.clone(),
+                health: self.inner.health.clone(),
+            }),
+            retry: self.retry,
+        }
+    }
+
+    /// Whether the registry answers, as every call of this client saw it.
+    pub fn health(&self) -> Arc<RegistryHealth> {
+        self.inner.health.clone()
     }
 
     /// A client set up from a connection file (`api` overrides its first
@@ -133,19 +167,32 @@ impl RegistryClient {
         ))
     }
 
+    /// The registry's base address.
+    pub fn api(&self) -> &str {
+        &self.inner.api
+    }
+
     /// The agent id.
     pub fn agent_id(&self) -> &str {
         &self.inner.agent_id
     }
 
-    /// Gets a token now, so a bad key or an unreachable token service stops
-    /// start-up rather than the first job.
-    pub async fn check(&self) -> Result<(), RegistryError> {
-        self.inner
-            .retry
-            .run("token request", || self.inner.tokens.token())
-            .await
-            .map(drop)
+    /// Gets a token and polls once for `types`, so a bad key, an agent id
+    /// the registry does not give this key, or an unreachable registry shows
+    /// before a job is spent. A poll changes nothing on the registry.
+    pub async fn check(&self, types: &[JobType]) -> Result<(), RegistryError> {
+        let token = || async {
+            let result = self.inner.tokens.token().await;
+            self.inner.health.record(&result);
+            result
+        };
+        self.retry.run("the token request", token).await?;
+        let types = if types.is_empty() {
+            &JobType::ALL[..]
+        } else {
+            types
+        };
+        self.poll(types, Some(1)).await.map(drop)
     }
 
     /// The available jobs of the given types, oldest first as the registry
@@ -355,8 +402,11 @@ impl RegistryClient {
         let what = format!("{method} {path}");
         let attempt = || async {
             let mut refreshed = false;
-            loop {
-                let token = self.inner.tokens.token().await?;
+            let result = loop {
+                let token = match self.inner.tokens.token().await {
+                    Ok(token) => token,
+                    Err(error) => break Err(error),
+                };
                 match self
                     .send(&what, &method, path, content_type, body.clone(), &token)
                     .await
@@ -365,11 +415,13 @@ impl RegistryClient {
                         self.inner.tokens.invalidate(&token).await;
                         refreshed = true;
                     }
-                    other => return other,
+                    other => break other,
                 }
-            }
+            };
+            self.inner.health.record(&result);
+            result
         };
-        self.inner.retry.run(&what, attempt).await
+        self.retry.run(&what, attempt).await
     }
 
     async fn send(

@@ -236,6 +236,7 @@ pub struct OutboundHooks {
     policy: Arc<OutboundPolicy>,
     secrets: Arc<Secrets>,
     denials: Arc<Mutex<Vec<Denied>>>,
+    auth_refused: Arc<Mutex<Option<String>>>,
 }
 
 impl OutboundHooks {
@@ -245,7 +246,18 @@ impl OutboundHooks {
             policy,
             secrets,
             denials: Arc::default(),
+            auth_refused: Arc::default(),
         }
+    }
+
+    /// The first answer 401 or 403 to a request that carried credentials:
+    /// the operator's secret or the camera's account is wrong, which no
+    /// retry of the job fixes.
+    pub fn auth_refused(&self) -> Option<String> {
+        self.auth_refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The requests refused so far.
@@ -286,6 +298,7 @@ impl WasiHttpHooks for OutboundHooks {
         let policy = self.policy.clone();
         let secrets = self.secrets.clone();
         let denials = self.denials.clone();
+        let auth_refused = self.auth_refused.clone();
         Box::new(async move {
             let record = move |denied: Denied| {
                 tracing::warn!("sandbox denied a request: {denied}");
@@ -307,6 +320,20 @@ impl WasiHttpHooks for OutboundHooks {
             let Some(guard) = guard else {
                 return Ok((response, io));
             };
+            let status = response.status();
+            if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
+                auth_refused
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert_with(|| {
+                        format!(
+                            "{} answered {status} to the credentials of secret `{}`: check {} and the camera's account",
+                            guard.origin,
+                            guard.secret,
+                            crate::secrets::env_var(&guard.secret)
+                        )
+                    });
+            }
             let reflected = Denied::CredentialReflected {
                 origin: guard.origin.clone(),
                 secret: guard.secret.clone(),

@@ -166,6 +166,12 @@ impl JobState {
         self.hooks.denials()
     }
 
+    /// The first credentialed request answered 401/403 (see
+    /// [`OutboundHooks::auth_refused`]).
+    pub fn auth_refused(&self) -> Option<String> {
+        self.hooks.auth_refused()
+    }
+
     /// The first answer that reflected the host's credentials, if any.
     pub fn reflection(&self) -> Option<http::Denied> {
         self.denials()

@@ -39,3 +39,33 @@ fn a_corrupt_component_is_refused_with_the_reason() {
 fn the_bundled_guest_loads() {
     load(bundled::HTTP_VMS).expect("http-vms is a component of our world");
 }
+
+#[test]
+fn an_agent_starts_on_an_empty_folder_and_refuses_a_bad_guest_without_stopping() {
+    use corral::agent::catalog::Catalog;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(RuntimeConfig { max_instances: 2 }).unwrap();
+    let empty = Catalog::load(&runtime, dir.path()).expect("an empty folder waits for guests");
+    assert!(empty.guests().is_empty() && empty.served_types().is_empty());
+    // A guest whose camera secret the operator bound but did not set:
+    // refused with the variable to set, listed, and the catalog still loads.
+    let mut secrets = corral::secrets::Secrets::default();
+    let camera = corral::origin::OriginPattern::parse("http://127.0.0.1:8081").unwrap();
+    secrets.bind(bundled::CAMERA_SIM_SECRET, &[camera]);
+    let runtime = runtime.with_secrets(std::sync::Arc::new(secrets));
+    std::fs::write(dir.path().join("http-vms.wasm"), bundled::HTTP_VMS).unwrap();
+    std::fs::write(dir.path().join("http-vms.toml"), bundled::HTTP_VMS_MANIFEST).unwrap();
+    let catalog = Catalog::load(&runtime, dir.path()).expect("a bad guest is not fatal");
+    assert!(catalog.guests().is_empty());
+    let refusals = catalog.refusals();
+    assert!(
+        refusals["http-vms"].contains("CORRAL_SECRET_CAMERA_SIM"),
+        "{refusals:?}"
+    );
+    assert!(
+        catalog
+            .describe()
+            .to_string()
+            .contains("CORRAL_SECRET_CAMERA_SIM")
+    );
+}

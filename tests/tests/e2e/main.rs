@@ -8,4 +8,5 @@ mod hotswap;
 mod http_vms;
 mod loading;
 mod registry;
+mod scheduling;
 mod upload;

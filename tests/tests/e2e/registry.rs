@@ -49,7 +49,7 @@ async fn the_client_passes_every_call_and_error_code() {
     let registry = TestRegistry::start(RegistryConfig::default()).await;
     let client = registry.client("agent-1").await;
     client
-        .check()
+        .check(&[])
         .await
         .expect("a token from the connection file's assertion");
     let posted = registry
@@ -252,7 +252,7 @@ async fn an_expired_lock_makes_the_job_available_and_its_files_dead() {
 async fn under_thirty_percent_faults_each_call_has_exactly_one_effect() {
     let registry = TestRegistry::start(RegistryConfig::default()).await;
     let client = registry.client("agent-1").await;
-    client.check().await.unwrap();
+    client.check(&[]).await.unwrap();
     let jobs = registry
         .post(
             (0..10)
@@ -299,7 +299,7 @@ async fn under_thirty_percent_faults_each_call_has_exactly_one_effect() {
 async fn two_hundred_lock_attempts_on_twenty_jobs_lock_each_once() {
     let registry = TestRegistry::start(RegistryConfig::default()).await;
     let client = registry.client("agent-1").await;
-    client.check().await.unwrap();
+    client.check(&[]).await.unwrap();
     let jobs = registry
         .post(
             (0..20)
@@ -548,7 +548,7 @@ async fn a_broken_connection_file_stops_start_up_with_one_sentence() {
         },
     )
     .unwrap();
-    let error = client.check().await.unwrap_err().to_string();
+    let error = client.check(&[]).await.unwrap_err().to_string();
     assert!(
         error.contains("127.0.0.1:9/connect/token") && !error.contains('\n'),
         "{error}"
@@ -567,7 +567,7 @@ async fn a_broken_connection_file_stops_start_up_with_one_sentence() {
         fast_retry(),
     )
     .unwrap();
-    let error = client.check().await.unwrap_err();
+    let error = client.check(&[]).await.unwrap_err();
     assert!(matches!(error, RegistryError::Unauthorized(_)), "{error}");
     assert!(error.to_string().contains("signature"), "{error}");
 }
@@ -831,7 +831,7 @@ async fn retry_after_is_honoured_on(endpoint: Endpoint) {
         );
     }
     let started = std::time::Instant::now();
-    client.check().await.expect("a token");
+    client.check(&[]).await.expect("a token");
     let polled = client
         .poll(&[JobType::Thumbnail], None)
         .await
