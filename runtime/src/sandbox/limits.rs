@@ -62,7 +62,7 @@ impl LimitExceeded {
             LimitExceeded::Cpu(_) => "cpu",
             LimitExceeded::Wall(_) => "wall",
             LimitExceeded::Log(_) | LimitExceeded::LogBytes(_) => "log",
-            LimitExceeded::Cap { key, .. } => *key,
+            LimitExceeded::Cap { key, .. } => key,
         }
     }
 }

@@ -32,6 +32,23 @@ pub const MEMORY: u64 = (TAIL * MAX_LINE) as u64;
 pub struct SharedLog(Arc<Mutex<GuestLog>>);
 
 impl SharedLog {
+    /// A log for `job_id` run by `guest`, within `budget`, its limit hits
+    /// recorded in `ledger`.
+    pub fn new(guest: &str, job_id: &str, budget: LogBudget, ledger: Ledger) -> SharedLog {
+        SharedLog(Arc::new(Mutex::new(GuestLog {
+            guest: guest.to_string(),
+            job_id: job_id.to_string(),
+            budget,
+            lines_left: budget.lines,
+            bytes_left: budget.bytes,
+            tokens: f64::from(budget.lines_per_sec),
+            refilled: Instant::now(),
+            dropped: 0,
+            tail: VecDeque::with_capacity(TAIL),
+            ledger,
+        })))
+    }
+
     /// Records one line; `Err` once the budget is spent (also recorded in the
     /// job's ledger).
     pub fn write(&self, level: Level, message: &str) -> Result<(), LimitExceeded> {
@@ -75,23 +92,6 @@ pub struct GuestLog {
 }
 
 impl GuestLog {
-    /// A log for `job_id` run by `guest`, within `budget`, its limit hits
-    /// recorded in `ledger`.
-    pub fn new(guest: &str, job_id: &str, budget: LogBudget, ledger: Ledger) -> SharedLog {
-        SharedLog(Arc::new(Mutex::new(GuestLog {
-            guest: guest.to_string(),
-            job_id: job_id.to_string(),
-            budget,
-            lines_left: budget.lines,
-            bytes_left: budget.bytes,
-            tokens: f64::from(budget.lines_per_sec),
-            refilled: Instant::now(),
-            dropped: 0,
-            tail: VecDeque::with_capacity(TAIL),
-            ledger,
-        })))
-    }
-
     /// Records one line from the guest; `Err` once the budget is spent. A line
     /// over the rate counts against the budget but is dropped.
     fn write(&mut self, level: Level, message: &str) -> Result<(), LimitExceeded> {

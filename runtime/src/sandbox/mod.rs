@@ -48,7 +48,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use self::http::{OutboundHooks, OutboundPolicy};
 use self::ledger::{Held, Ledger};
 use self::limits::{LimitExceeded, MemoryLimiter};
-use self::log::{GuestLog, SharedLog};
+use self::log::SharedLog;
 use self::output::JobOutputs;
 use self::progress::Progress;
 use self::stdio::GuestStdio;
@@ -124,7 +124,7 @@ impl JobState {
         let log_memory = ledger
             .hold(log::MEMORY + stdio::CAPTURE as u64)
             .map_err(|hit| hit.to_string())?;
-        let log = GuestLog::new(
+        let log = SharedLog::new(
             &setup.manifest.name,
             setup.job_id,
             setup.log,

@@ -138,17 +138,16 @@ async fn open_regular(
     let looked = fs
         .stat_at(Resource::new_borrow(dir.rep()), path_flags, path.clone())
         .await;
-    match looked {
-        Ok(stat) => match stat.type_ {
+    // Not there: open-at says why (or creates it, where allowed).
+    if let Ok(stat) = looked {
+        match stat.type_ {
             DescriptorType::RegularFile | DescriptorType::Directory => {}
             DescriptorType::SymbolicLink if !path_flags.contains(PathFlags::SYMLINK_FOLLOW) => {}
             other => {
                 tracing::warn!("guest tried to open {path}, a {other:?}: refused");
                 return Ok(Err(FsErrorCode::Access));
             }
-        },
-        // Not there: open-at says why (or creates it, where allowed).
-        Err(_) => {}
+        }
     }
     match fs
         .open_at(
