@@ -101,13 +101,16 @@ impl Ledger {
 
     /// The guest's memories or tables grow by `bytes`; `Err` past the limit.
     pub fn grow_guest(&self, bytes: u64) -> Result<(), LimitExceeded> {
+        self.take(&self.accounts.guest_memory, bytes)
+    }
+
+    /// Adds `bytes` to `account` if the job stays within its memory limit.
+    fn take(&self, account: &AtomicU64, bytes: u64) -> Result<(), LimitExceeded> {
         let asked = self.memory_held() + bytes;
         if asked > self.accounts.memory_limit {
             return Err(self.refuse(self.memory_exceeded(asked)));
         }
-        self.accounts
-            .guest_memory
-            .fetch_add(bytes, Ordering::Relaxed);
+        account.fetch_add(bytes, Ordering::Relaxed);
         self.accounts.gauge.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
     }
@@ -115,14 +118,7 @@ impl Ledger {
     /// Charges `bytes` of host memory held for the job, until the [`Held`] is
     /// dropped; `Err` (recorded) past the limit.
     pub fn hold(&self, bytes: u64) -> Result<Held, LimitExceeded> {
-        let asked = self.memory_held() + bytes;
-        if asked > self.accounts.memory_limit {
-            return Err(self.refuse(self.memory_exceeded(asked)));
-        }
-        self.accounts
-            .host_memory
-            .fetch_add(bytes, Ordering::Relaxed);
-        self.accounts.gauge.fetch_add(bytes, Ordering::Relaxed);
+        self.take(&self.accounts.host_memory, bytes)?;
         Ok(Held {
             ledger: self.clone(),
             bytes,
@@ -328,6 +324,16 @@ mod tests {
         assert!(ledger.grow_guest(3 << 20).is_err());
         assert!(matches!(ledger.hit(), Some(LimitExceeded::Memory { .. })));
         assert_eq!(ledger.memory_held(), 8 << 20);
+        let mut text = String::new();
+        render_metrics(&mut text);
+        assert!(
+            text.contains("corral_guest_held_bytes{guest=\"ledger-test\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corral_limit_hits_total{resource=\"memory\"}"),
+            "{text}"
+        );
     }
 
     #[test]
