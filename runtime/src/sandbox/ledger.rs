@@ -264,6 +264,9 @@ fn figures() -> &'static Mutex<Figures> {
 
 fn guest_gauge(guest: &str) -> Arc<AtomicU64> {
     let mut figures = figures().lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(gauge) = figures.held_by_guest.get(guest) {
+        return gauge.clone();
+    }
     figures
         .held_by_guest
         .entry(guest.to_string())
