@@ -258,6 +258,7 @@ impl Guest {
             Err(why) => return early_end(JobOutcome::Failed(why)),
         };
         let wit_job = to_wit_job(job);
+        let ledger = store.data().ledger.clone();
         let call = async {
             let instance = self.inner.pre.instantiate_async(&mut store).await?;
             let result = match job.job_type {
@@ -286,10 +287,12 @@ impl Guest {
             wasmtime::Result::Ok(result)
         };
         let wall = manifest.limits.wall;
-        let called = tokio::time::timeout(wall, call).await;
+        let called = tokio::time::timeout(wall, ledger.meter(call, true)).await;
         let state = store.data_mut();
         let outcome = match called {
-            Err(_elapsed) => JobOutcome::Failed(LimitExceeded::Wall(wall).to_string()),
+            Err(_elapsed) => {
+                JobOutcome::Failed(ledger.refuse(LimitExceeded::Wall(wall)).to_string())
+            }
             Ok(Err(trap)) => JobOutcome::Failed(trap_message(state, &trap)),
             Ok(Ok(Err(job_error))) => from_job_error(state, job_error),
             Ok(Ok(Ok(outcome))) => check_success(state, job.job_type, outcome),
@@ -303,7 +306,7 @@ impl Guest {
             outcome,
             files: state.outputs.take_stored(),
             progress: state.progress(),
-            guest_time: state.cpu.spent(),
+            guest_time: state.ledger.cpu_spent(),
             elapsed: started.elapsed(),
             log_tail: state.log.tail(),
             camera_auth_refused: state.auth_refused(),
@@ -333,15 +336,14 @@ impl Guest {
     fn store(&self, setup: JobSetup<'_>) -> Result<Store<JobState>, String> {
         let mut store = Store::new(self.inner.pre.engine(), JobState::new(setup)?);
         store.limiter(|state| &mut state.memory);
-        store.call_hook(|mut context, hook| {
-            context.data_mut().cpu.on_call(hook);
-            Ok(())
-        });
         // The callback runs once per epoch tick while guest code runs: enforce
-        // the CPU limit, else yield so other jobs on this thread get their turn.
+        // the CPU limit and count what the resource table holds, else yield so
+        // other jobs on this thread get their turn.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|context| {
-            context.data().cpu.check().map_err(wasmtime::Error::new)?;
+        store.epoch_deadline_callback(|mut context| {
+            let state = context.data_mut();
+            state.ledger.check_cpu().map_err(wasmtime::Error::new)?;
+            state.sweep().map_err(wasmtime::Error::new)?;
             Ok(UpdateDeadline::Yield(1))
         });
         Ok(store)
@@ -353,6 +355,12 @@ impl Guest {
 fn check_success(state: &JobState, job_type: JobType, outcome: JobOutcome) -> JobOutcome {
     if let Some(limit) = state.outputs.limit_exceeded() {
         return JobOutcome::Failed(limit);
+    }
+    if let Some(limit) = state.ledger.hit() {
+        return JobOutcome::Failed(limit.to_string());
+    }
+    if let Err(limit) = state.ledger.check_cpu() {
+        return JobOutcome::Failed(limit.to_string());
     }
     let unfinished = state.outputs.unfinished();
     if !unfinished.is_empty() {
@@ -378,6 +386,11 @@ fn from_job_error(state: &JobState, error: wit::JobError) -> JobOutcome {
         {
             message = format!("{message} ({limit})");
         }
+        if let Some(limit) = state.ledger.hit().map(|hit| hit.to_string())
+            && !message.contains(&limit)
+        {
+            message = format!("{message} ({limit})");
+        }
         let denials = state.denials();
         if !denials.is_empty() {
             let list: Vec<String> = denials.iter().map(ToString::to_string).collect();
@@ -397,11 +410,14 @@ fn from_job_error(state: &JobState, error: wit::JobError) -> JobOutcome {
 /// of the trap, where in the guest it happened, and the last thing the guest
 /// printed (a Rust panic prints its message to stderr).
 fn trap_message(state: &JobState, error: &wasmtime::Error) -> String {
-    if let Some(limit) = state.memory.hit() {
-        return limit.to_string();
+    if let Some(limit) = state.ledger.hit() {
+        return with_cause(limit, error);
     }
     if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
-        return limit.to_string();
+        return with_cause(state.ledger.refuse(limit.clone()), error);
+    }
+    if let Some(limit) = state.handles_exhausted(error) {
+        return with_cause(limit, error);
     }
     if let Some(limit) = state.outputs.limit_exceeded() {
         return limit;
@@ -423,6 +439,17 @@ fn trap_message(state: &JobState, error: &wasmtime::Error) -> String {
         message.push_str(&format!(" (guest stderr: {words})"));
     }
     guest_text::message(&message)
+}
+
+/// A limit's message, with the trap's own cause chain when it says more.
+fn with_cause(limit: LimitExceeded, error: &wasmtime::Error) -> String {
+    let limit = limit.to_string();
+    let causes = cause_chain(error);
+    if causes.contains(&limit) || causes == "an error without a description" {
+        limit
+    } else {
+        guest_text::message(&format!("{limit}: {causes}"))
+    }
 }
 
 /// Every cause of `error`, outermost first, one line each, joined by `: `;

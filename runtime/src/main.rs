@@ -56,6 +56,9 @@ fn main() -> ExitCode {
             Command::Guests(args) => cli::guests::run(args).await,
         }
     });
+    // A host call stuck on a blocking thread (a guest that reached a FIFO, a
+    // dead NFS mount) must not keep the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(code) => code,
         Err(error) => {

@@ -32,6 +32,11 @@
 //! wall_secs = 600
 //! output_mib = 16384
 //! log_lines = 10000
+//! open_sockets = 16               # raw TCP sockets open at once
+//! requests_in_flight = 32         # outgoing HTTP requests (and their connections) at once
+//! name_lookups_in_flight = 4      # name lookups at once (each also times out)
+//! open_outputs = 16               # output files created and not yet finished or dropped
+//! handles = 4096                  # resource-table entries (streams, fields, sockets, ...)
 //! ```
 
 use std::collections::BTreeMap;
@@ -94,7 +99,47 @@ pub struct Manifest {
     /// Which limits the manifest wrote (the others are defaults, which the
     /// operator's policy may lower to its caps).
     pub limits_asked: LimitsAsked,
+    /// Per-job caps on the handles a guest can make the host hold.
+    pub caps: Caps,
 }
+
+/// Per-job caps on handles (the `[limits]` keys of the same names); each has
+/// a default and a ceiling no manifest may pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Raw TCP sockets open at once (`open_sockets`).
+    pub open_sockets: u32,
+    /// Outgoing HTTP requests at once, each until its connection closes
+    /// (`requests_in_flight`).
+    pub requests_in_flight: u32,
+    /// Name lookups at once (`name_lookups_in_flight`).
+    pub name_lookups_in_flight: u32,
+    /// Output files open at once (`open_outputs`).
+    pub open_outputs: u32,
+    /// Resource-table entries (`handles`).
+    pub handles: u32,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps {
+            open_sockets: 16,
+            requests_in_flight: 32,
+            name_lookups_in_flight: 4,
+            open_outputs: 16,
+            handles: 4096,
+        }
+    }
+}
+
+/// The ceilings of [`Caps`].
+pub const MAX_CAPS: Caps = Caps {
+    open_sockets: 256,
+    requests_in_flight: 256,
+    name_lookups_in_flight: 32,
+    open_outputs: 1024,
+    handles: 65536,
+};
 
 /// Which of [`Limits`] a manifest wrote itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -249,6 +294,11 @@ struct RawLimits {
     wall_secs: Option<f64>,
     output_mib: Option<u64>,
     log_lines: Option<u32>,
+    open_sockets: Option<u32>,
+    requests_in_flight: Option<u32>,
+    name_lookups_in_flight: Option<u32>,
+    open_outputs: Option<u32>,
+    handles: Option<u32>,
 }
 
 impl Manifest {
@@ -329,6 +379,7 @@ impl Manifest {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let limits = parse_limits(&raw.limits).map_err(&invalid)?;
+        let caps = parse_caps(&raw.limits).map_err(&invalid)?;
         let limits_asked = LimitsAsked {
             memory: raw.limits.memory_mib.is_some(),
             cpu: raw.limits.cpu_secs.is_some(),
@@ -383,6 +434,7 @@ impl Manifest {
             folders,
             limits,
             limits_asked,
+            caps,
         })
     }
 
@@ -450,6 +502,45 @@ fn parse_limits(raw: &RawLimits) -> Result<Limits, String> {
             .output_mib
             .map_or(defaults.output_bytes, |mib| mib.saturating_mul(1 << 20)),
         log_lines: raw.log_lines.unwrap_or(defaults.log_lines),
+    })
+}
+
+fn parse_caps(raw: &RawLimits) -> Result<Caps, String> {
+    let defaults = Caps::default();
+    let cap = |value: Option<u32>, key: &str, default: u32, max: u32| match value {
+        None => Ok(default),
+        Some(0) => Err(format!("limits.{key} must be positive")),
+        Some(asked) if asked > max => Err(format!(
+            "limits.{key} = {asked} is over the maximum of {max}"
+        )),
+        Some(asked) => Ok(asked),
+    };
+    Ok(Caps {
+        open_sockets: cap(
+            raw.open_sockets,
+            "open_sockets",
+            defaults.open_sockets,
+            MAX_CAPS.open_sockets,
+        )?,
+        requests_in_flight: cap(
+            raw.requests_in_flight,
+            "requests_in_flight",
+            defaults.requests_in_flight,
+            MAX_CAPS.requests_in_flight,
+        )?,
+        name_lookups_in_flight: cap(
+            raw.name_lookups_in_flight,
+            "name_lookups_in_flight",
+            defaults.name_lookups_in_flight,
+            MAX_CAPS.name_lookups_in_flight,
+        )?,
+        open_outputs: cap(
+            raw.open_outputs,
+            "open_outputs",
+            defaults.open_outputs,
+            MAX_CAPS.open_outputs,
+        )?,
+        handles: cap(raw.handles, "handles", defaults.handles, MAX_CAPS.handles)?,
     })
 }
 

@@ -47,6 +47,12 @@ pub struct SinkError(pub String);
 pub trait OutputSink: Send + Sync {
     /// Starts a new file.
     async fn create(&self, spec: &OutputSpec) -> Result<Box<dyn SinkFile>, SinkError>;
+
+    /// The most memory the sink holds for one open file (its buffers), which
+    /// the sandbox charges to the job while the file is open.
+    fn buffer_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// One file being stored.
@@ -138,8 +144,16 @@ impl DirSink {
     }
 }
 
+/// The write buffer of a [`DirSink`] file: small, since chunks of the size
+/// guests write (up to 1 MiB) go past it straight to the file.
+const DIR_BUFFER: usize = 64 << 10;
+
 #[async_trait]
 impl OutputSink for DirSink {
+    fn buffer_bytes(&self) -> u64 {
+        DIR_BUFFER as u64
+    }
+
     async fn create(&self, spec: &OutputSpec) -> Result<Box<dyn SinkFile>, SinkError> {
         let path = self.dir.join(&spec.name);
         let partial = self.dir.join(format!("{}.partial", spec.name));
@@ -147,7 +161,7 @@ impl OutputSink for DirSink {
             .await
             .map_err(|error| SinkError(format!("cannot create {}: {error}", partial.display())))?;
         Ok(Box::new(DirFile {
-            file: Some(tokio::io::BufWriter::with_capacity(1 << 20, file)),
+            file: Some(tokio::io::BufWriter::with_capacity(DIR_BUFFER, file)),
             partial,
             path,
         }))

@@ -145,6 +145,7 @@ impl Metrics {
             "# HELP corral_jobs_running Jobs running now.\n# TYPE corral_jobs_running gauge\ncorral_jobs_running {}",
             self.running.load(Ordering::Relaxed)
         );
+        crate::sandbox::ledger::render_metrics(&mut text);
         text
     }
 }

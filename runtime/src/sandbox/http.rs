@@ -10,7 +10,11 @@
 //! metadata addresses ([`address`](super::address)). A credential is added
 //! only where the manifest asks for it *and* the operator bound it to the
 //! request's origin, never to `TRACE`; the answer is then searched for it
-//! ([`reflection`](super::reflection)).
+//! ([`reflection`](super::reflection)). At most `limits.requests_in_flight`
+//! requests at once, each counted until its connection closes, and at most
+//! `limits.name_lookups_in_flight` name lookups, each within
+//! [`LOOKUP_TIMEOUT`](super::resolver::LOOKUP_TIMEOUT); header maps in the
+//! resource table count as the job's memory ([`held_in`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,12 +23,15 @@ use std::time::Duration;
 
 use http::header::{ACCEPT_ENCODING, AUTHORIZATION, HeaderValue};
 use http_body_util::BodyExt;
+use tokio::sync::Semaphore;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::address;
+use super::ledger::Ledger;
+use super::limits::LimitExceeded;
 use super::reflection::{GuardedBody, Needles};
-use super::resolver::{self, Resolver};
-use crate::manifest::HttpGrant;
+use super::resolver::{self, LookupPermit, Resolver};
+use crate::manifest::{Caps, HttpGrant};
 use crate::origin::host_matches;
 use crate::secrets::{Credential, Secrets};
 
@@ -231,22 +238,114 @@ fn origin(scheme: &str, host: &str, port: u16) -> String {
     }
 }
 
-/// The `wasi:http` hooks of one job: policy, credentials, denial record.
+/// The `wasi:http` hooks of one job: policy, credentials, denial record,
+/// and the job's requests and lookups in flight.
 pub struct OutboundHooks {
     policy: Arc<OutboundPolicy>,
     secrets: Arc<Secrets>,
     denials: Arc<Mutex<Vec<Denied>>>,
     auth_refused: Arc<Mutex<Option<String>>>,
+    in_flight: InFlight,
+}
+
+/// A job's requests and name lookups under way, within its caps; the
+/// connections still open are closed when the job's store goes.
+#[derive(Clone)]
+struct InFlight {
+    ledger: Ledger,
+    requests: Arc<Semaphore>,
+    request_cap: u32,
+    lookups: Arc<Semaphore>,
+    lookup_cap: u32,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl InFlight {
+    fn refuse(&self, resource: &'static str, limit: u32, key: &'static str) -> String {
+        self.ledger
+            .refuse(LimitExceeded::Cap {
+                resource,
+                limit: u64::from(limit),
+                key,
+            })
+            .to_string()
+    }
+
+    fn request(&self) -> Result<tokio::sync::OwnedSemaphorePermit, wasmtime_wasi_http::Error> {
+        self.requests.clone().try_acquire_owned().map_err(|_| {
+            let why = self.refuse(
+                "outgoing requests in flight",
+                self.request_cap,
+                "requests_in_flight",
+            );
+            tracing::warn!("sandbox refused a request: {why}");
+            wasmtime_wasi_http::Error::ConnectionLimitReached
+        })
+    }
+
+    fn lookup(&self) -> Result<LookupPermit, wasmtime_wasi_http::Error> {
+        match self.lookups.clone().try_acquire_owned() {
+            Ok(permit) => Ok(LookupPermit::new(permit)),
+            Err(_) => {
+                let why = self.refuse(
+                    "name lookups in flight",
+                    self.lookup_cap,
+                    "name_lookups_in_flight",
+                );
+                Err(wasmtime_wasi_http::Error::DnsError {
+                    rcode: Some(why),
+                    info_code: None,
+                })
+            }
+        }
+    }
+
+    fn keep(&self, connection: tokio::task::AbortHandle) {
+        let mut open = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        open.retain(|handle| !handle.is_finished());
+        open.push(connection);
+    }
+}
+
+impl Drop for OutboundHooks {
+    fn drop(&mut self) {
+        for connection in self
+            .in_flight
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            connection.abort();
+        }
+    }
 }
 
 impl OutboundHooks {
-    /// Hooks enforcing `policy`, adding credentials from `secrets`.
-    pub fn new(policy: Arc<OutboundPolicy>, secrets: Arc<Secrets>) -> OutboundHooks {
+    /// Hooks enforcing `policy`, adding credentials from `secrets`, within
+    /// the job's `caps` (hits recorded in `ledger`).
+    pub fn new(
+        policy: Arc<OutboundPolicy>,
+        secrets: Arc<Secrets>,
+        ledger: Ledger,
+        caps: Caps,
+    ) -> OutboundHooks {
         OutboundHooks {
             policy,
             secrets,
             denials: Arc::default(),
             auth_refused: Arc::default(),
+            in_flight: InFlight {
+                ledger,
+                requests: Arc::new(Semaphore::new(caps.requests_in_flight as usize)),
+                request_cap: caps.requests_in_flight,
+                lookups: Arc::new(Semaphore::new(caps.name_lookups_in_flight as usize)),
+                lookup_cap: caps.name_lookups_in_flight,
+                connections: Arc::default(),
+            },
         }
     }
 
@@ -299,56 +398,68 @@ impl WasiHttpHooks for OutboundHooks {
         let secrets = self.secrets.clone();
         let denials = self.denials.clone();
         let auth_refused = self.auth_refused.clone();
-        Box::new(async move {
-            let record = move |denied: Denied| {
-                tracing::warn!("sandbox denied a request: {denied}");
-                let code = denied.code();
-                denials
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(denied);
-                code
-            };
-            let routed = match route(&policy, &secrets, request).await {
-                Ok(routed) => routed,
-                Err(RouteError::Denied(denied)) => return Err(record(denied)),
-                Err(RouteError::Other(error)) => return Err(error),
-            };
-            tracing::debug!("guest request to {}", routed.addr);
-            let guard = routed.guard.clone();
-            let (response, io) = send(routed, options).await?;
-            let Some(guard) = guard else {
-                return Ok((response, io));
-            };
-            let status = response.status();
-            if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
-                auth_refused
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get_or_insert_with(|| {
-                        format!(
-                            "{} answered {status} to the credentials of secret `{}`: check {} and the camera's account",
-                            guard.origin,
-                            guard.secret,
-                            crate::secrets::env_var(&guard.secret)
-                        )
-                    });
-            }
-            let reflected = Denied::CredentialReflected {
-                origin: guard.origin.clone(),
-                secret: guard.secret.clone(),
-            };
-            if guard.needles.found_in_headers(response.headers()) {
-                return Err(record(reflected));
-            }
-            let on_reflection = move || {
-                record(reflected);
-            };
-            let response = response
-                .map(|body| GuardedBody::new(body, guard.needles, on_reflection).boxed_unsync());
-            Ok((response, io))
-        })
+        let in_flight = self.in_flight.clone();
+        let ledger = in_flight.ledger.clone();
+        Box::new(ledger.meter(
+            async move {
+                let permit = in_flight.request()?;
+                let record = move |denied: Denied| {
+                    tracing::warn!("sandbox denied a request: {denied}");
+                    let code = denied.code();
+                    denials
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(denied);
+                    code
+                };
+                let routed = match route(&policy, &secrets, request, &in_flight).await {
+                    Ok(routed) => routed,
+                    Err(RouteError::Denied(denied)) => return Err(record(denied)),
+                    Err(RouteError::Other(error)) => return Err(error),
+                };
+                tracing::debug!("guest request to {}", routed.addr);
+                let guard = routed.guard.clone();
+                let (response, io) = send(routed, options, permit, &in_flight).await?;
+                let Some(guard) = guard else {
+                    return Ok((response, io));
+                };
+                note_auth_refused(&auth_refused, &guard, response.status());
+                let reflected = Denied::CredentialReflected {
+                    origin: guard.origin.clone(),
+                    secret: guard.secret.clone(),
+                };
+                if guard.needles.found_in_headers(response.headers()) {
+                    return Err(record(reflected));
+                }
+                let on_reflection = move || {
+                    record(reflected);
+                };
+                let response = response.map(|body| {
+                    GuardedBody::new(body, guard.needles, on_reflection).boxed_unsync()
+                });
+                Ok((response, io))
+            },
+            false,
+        ))
     }
+}
+
+/// Keeps the first 401 or 403 a camera answered to the credentials in `guard`.
+fn note_auth_refused(first: &Mutex<Option<String>>, guard: &Guard, status: http::StatusCode) {
+    if status != http::StatusCode::UNAUTHORIZED && status != http::StatusCode::FORBIDDEN {
+        return;
+    }
+    first
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_insert_with(|| {
+            format!(
+                "{} answered {status} to the credentials of secret `{}`: check {} and the camera's account",
+                guard.origin,
+                guard.secret,
+                crate::secrets::env_var(&guard.secret)
+            )
+        });
 }
 
 /// Anything a connection runs over: TCP, or TLS over TCP.
@@ -365,6 +476,8 @@ type Sent = (
 async fn send(
     routed: Routed,
     options: Option<RequestOptions>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    in_flight: &InFlight,
 ) -> Result<Sent, wasmtime_wasi_http::Error> {
     use wasmtime_wasi_http::Error;
     let connect_timeout = options
@@ -392,7 +505,16 @@ async fn send(
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake::<_, WasiBody>(hyper_util::rt::TokioIo::new(stream))
             .await?;
-    let driver = tokio::spawn(connection);
+    // The request counts against the job until its connection closes; the
+    // connection closes when the job's store goes, if not before.
+    let driver = tokio::spawn(in_flight.ledger.meter(
+        async move {
+            let _permit = permit;
+            connection.await
+        },
+        false,
+    ));
+    in_flight.keep(driver.abort_handle());
     let response = tokio::time::timeout(first_byte_timeout, sender.send_request(routed.request))
         .await
         .map_err(|_| Error::ConnectionReadTimeout)??;
@@ -441,6 +563,7 @@ async fn route(
     policy: &OutboundPolicy,
     secrets: &Secrets,
     mut request: http::Request<WasiBody>,
+    in_flight: &InFlight,
 ) -> Result<Routed, RouteError> {
     let uri = request.uri().clone();
     let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
@@ -464,16 +587,17 @@ async fn route(
     let bare_host = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = match bare_host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => policy
-            .resolver
-            .lookup(bare_host, port)
-            .await
-            .map_err(|error| {
-                RouteError::Other(wasmtime_wasi_http::Error::DnsError {
-                    rcode: Some(format!("cannot resolve {bare_host}: {error}")),
-                    info_code: None,
-                })
-            })?,
+        Err(_) => {
+            let permit = in_flight.lookup().map_err(RouteError::Other)?;
+            resolver::lookup_within(&policy.resolver, bare_host, port, permit)
+                .await
+                .map_err(|error| {
+                    RouteError::Other(wasmtime_wasi_http::Error::DnsError {
+                        rcode: Some(format!("cannot resolve {bare_host}: {error}")),
+                        info_code: None,
+                    })
+                })?
+        }
     };
     let mut first_denial = None;
     let addr = addrs
@@ -581,6 +705,34 @@ fn add_credential(
         origin,
         secret: secret.to_string(),
     })
+}
+
+/// Host memory a resource-table entry holds for the job: the header maps of
+/// fields, requests and responses (their names and values, and the map's own
+/// slots), 0 for anything else.
+pub fn held_in(entry: &mut (dyn std::any::Any + Send)) -> u64 {
+    use wasmtime_wasi_http::FieldMap;
+    use wasmtime_wasi_http::p2::types::{
+        HostIncomingResponse, HostOutgoingRequest, HostOutgoingResponse,
+    };
+    let map: &http::HeaderMap = if let Some(fields) = entry.downcast_ref::<FieldMap>() {
+        fields
+    } else if let Some(request) = entry.downcast_ref::<HostOutgoingRequest>() {
+        &request.headers
+    } else if let Some(response) = entry.downcast_ref::<HostIncomingResponse>() {
+        &response.headers
+    } else if let Some(response) = entry.downcast_ref::<HostOutgoingResponse>() {
+        &response.headers
+    } else {
+        return 0;
+    };
+    let names = map.keys_len() * std::mem::size_of::<http::HeaderName>();
+    let values = map.len() * std::mem::size_of::<HeaderValue>();
+    let text: usize = map
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    (names + values + text) as u64
 }
 
 #[cfg(test)]

@@ -7,20 +7,61 @@
 //! counted), each cut at 4 KiB, with control characters made visible so a
 //! line cannot forge another or style a terminal ([`guest_text`]); a guest
 //! that logs past its budget is stopped with a message naming the limit (a
-//! flood is a bug or an attack).
+//! flood is a bug or an attack). The guest's stdout and stderr come here too,
+//! line by line ([`stdio`](super::stdio)), within the same budget.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use super::JobState;
 use super::bindings::corral::integration::log::{Host, Level};
 use super::guest_text::{self, truncate};
+use super::ledger::Ledger;
 use super::limits::LimitExceeded;
 
 /// Longest line kept, in bytes.
-const MAX_LINE: usize = 4096;
+pub const MAX_LINE: usize = 4096;
 /// Lines kept for the report.
 const TAIL: usize = 20;
+/// Host memory the log holds for a job at most (its tail), charged up front.
+pub const MEMORY: u64 = (TAIL * MAX_LINE) as u64;
+
+/// A job's log, shared by the `log` interface and the guest's stdio.
+#[derive(Debug, Clone)]
+pub struct SharedLog(Arc<Mutex<GuestLog>>);
+
+impl SharedLog {
+    /// A log for `job_id` run by `guest`, within `budget`, its limit hits
+    /// recorded in `ledger`.
+    pub fn new(guest: &str, job_id: &str, budget: LogBudget, ledger: Ledger) -> SharedLog {
+        SharedLog(Arc::new(Mutex::new(GuestLog {
+            guest: guest.to_string(),
+            job_id: job_id.to_string(),
+            budget,
+            lines_left: budget.lines,
+            bytes_left: budget.bytes,
+            tokens: f64::from(budget.lines_per_sec),
+            refilled: Instant::now(),
+            dropped: 0,
+            tail: VecDeque::with_capacity(TAIL),
+            ledger,
+        })))
+    }
+
+    /// Records one line; `Err` once the budget is spent (also recorded in the
+    /// job's ledger).
+    pub fn write(&self, level: Level, message: &str) -> Result<(), LimitExceeded> {
+        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        log.write(level, message)
+            .map_err(|limit| log.ledger.refuse(limit))
+    }
+
+    /// The last lines logged, oldest first, and a note of lines dropped.
+    pub fn tail(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).tail()
+    }
+}
 
 /// What a job may log: lines (the manifest's `limits.log_lines`), bytes and
 /// a rate (the operator's policy).
@@ -47,27 +88,13 @@ pub struct GuestLog {
     refilled: Instant,
     dropped: u64,
     tail: VecDeque<String>,
+    ledger: Ledger,
 }
 
 impl GuestLog {
-    /// A log for `job_id` run by `guest`, within `budget`.
-    pub fn new(guest: &str, job_id: &str, budget: LogBudget) -> GuestLog {
-        GuestLog {
-            guest: guest.to_string(),
-            job_id: job_id.to_string(),
-            budget,
-            lines_left: budget.lines,
-            bytes_left: budget.bytes,
-            tokens: f64::from(budget.lines_per_sec),
-            refilled: Instant::now(),
-            dropped: 0,
-            tail: VecDeque::with_capacity(TAIL),
-        }
-    }
-
     /// Records one line from the guest; `Err` once the budget is spent. A line
     /// over the rate counts against the budget but is dropped.
-    pub fn write(&mut self, level: Level, message: &str) -> Result<(), LimitExceeded> {
+    fn write(&mut self, level: Level, message: &str) -> Result<(), LimitExceeded> {
         if self.lines_left == 0 {
             return Err(LimitExceeded::Log(self.budget.lines));
         }
@@ -101,8 +128,7 @@ impl GuestLog {
         Ok(())
     }
 
-    /// The last lines logged, oldest first, and a note of lines dropped.
-    pub fn tail(&self) -> Vec<String> {
+    fn tail(&self) -> Vec<String> {
         let mut tail: Vec<String> = self.tail.iter().cloned().collect();
         if self.dropped > 0 {
             tail.push(format!(

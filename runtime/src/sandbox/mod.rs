@@ -15,11 +15,15 @@
 //! | [`progress`] | progress reports |
 //! | [`log`] | log lines, capped |
 //! | [`settings`] | the manifest's non-secret settings |
-//! | [`limits`] | memory and CPU limits |
+//! | [`wasi`] | WASI p2, with sockets capped, binds refused, folders opening regular files only |
+//! | [`stdio`] | the guest's stdout and stderr, into its log |
+//! | [`limits`] | the limits and caps, and the message each fails a job with |
+//! | [`ledger`] | what the host spends for a job: memory and CPU, charged by every capability |
 
 pub mod address;
 pub mod guest_text;
 pub mod http;
+pub mod ledger;
 pub mod limits;
 pub mod log;
 pub mod output;
@@ -27,6 +31,8 @@ pub mod progress;
 pub mod reflection;
 pub mod resolver;
 pub mod settings;
+pub mod stdio;
+pub mod wasi;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,17 +41,18 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use self::http::{OutboundHooks, OutboundPolicy};
-use self::limits::{CpuMeter, MemoryLimiter};
-use self::log::GuestLog;
+use self::ledger::{Held, Ledger};
+use self::limits::{LimitExceeded, MemoryLimiter};
+use self::log::SharedLog;
 use self::output::JobOutputs;
 use self::progress::Progress;
-use crate::manifest::Manifest;
+use self::stdio::GuestStdio;
+use crate::manifest::{Caps, Manifest};
 use crate::secrets::Secrets;
 use crate::sink::OutputSink;
 
@@ -70,9 +77,6 @@ pub mod bindings {
     });
 }
 
-/// Bytes of guest stdout/stderr kept (for failure messages).
-const STDIO_CAPTURE: usize = 64 * 1024;
-
 /// The data of one job's store.
 pub struct JobState {
     wasi: WasiCtx,
@@ -80,12 +84,15 @@ pub struct JobState {
     table: ResourceTable,
     hooks: OutboundHooks,
     pub(crate) memory: MemoryLimiter,
-    pub(crate) cpu: CpuMeter,
+    pub(crate) ledger: Ledger,
+    caps: Caps,
     progress: watch::Sender<Progress>,
-    pub(crate) log: GuestLog,
+    pub(crate) log: SharedLog,
     settings: Arc<BTreeMap<String, String>>,
     pub(crate) outputs: JobOutputs,
-    stderr: MemoryOutputPipe,
+    stdio: GuestStdio,
+    /// The log's tail and the stdio capture, charged once.
+    _log_memory: Held,
 }
 
 /// What a job's store is made from.
@@ -112,12 +119,24 @@ impl JobState {
     /// The state of a new job's store; `Err` names a grant that cannot be honoured.
     pub fn new(setup: JobSetup<'_>) -> Result<JobState, String> {
         let limits = &setup.manifest.limits;
-        let stderr = MemoryOutputPipe::new(STDIO_CAPTURE);
+        let caps = setup.manifest.caps;
+        let ledger = Ledger::new(&setup.manifest.name, limits.memory_bytes, limits.cpu);
+        let log_memory = ledger
+            .hold(log::MEMORY + stdio::CAPTURE as u64)
+            .map_err(|hit| hit.to_string())?;
+        let log = SharedLog::new(
+            &setup.manifest.name,
+            setup.job_id,
+            setup.log,
+            ledger.clone(),
+        );
+        let stdio = GuestStdio::new(log.clone());
         // Deny by default: no env, args, sockets or name lookups; only the
         // manifest's read-only folders and TCP endpoints.
         let mut wasi = WasiCtx::builder();
-        wasi.stderr(stderr.clone())
-            .stdout(stderr.clone())
+        wasi.stderr(stdio.stream(stdio::Which::Stderr))
+            .stdout(stdio.stream(stdio::Which::Stdout))
+            .max_random_size(wasi::MAX_RANDOM_BYTES)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .allow_tcp(!setup.manifest.tcp.is_empty());
@@ -125,7 +144,8 @@ impl JobState {
         wasi.socket_addr_check(move |addr, use_| {
             let allowed = match use_ {
                 SocketAddrUse::TcpConnect => tcp_grants.contains(&addr),
-                // The implicit bind before a connect: any local address.
+                // The implicit bind before a connect (an explicit bind is
+                // refused before it gets here, see `wasi`).
                 SocketAddrUse::TcpBind => addr.port() == 0 && addr.ip().is_unspecified(),
                 _ => false,
             };
@@ -141,24 +161,56 @@ impl JobState {
                 })?;
         }
         let wasi = wasi.build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(caps.handles as usize);
         Ok(JobState {
             wasi,
             http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            hooks: OutboundHooks::new(setup.policy, setup.secrets),
-            memory: MemoryLimiter::new(limits.memory_bytes),
-            cpu: CpuMeter::new(limits.cpu),
+            table,
+            hooks: OutboundHooks::new(setup.policy, setup.secrets, ledger.clone(), caps),
+            memory: MemoryLimiter::new(ledger.clone()),
+            ledger: ledger.clone(),
+            caps,
             progress: setup.progress,
-            log: GuestLog::new(&setup.manifest.name, setup.job_id, setup.log),
+            log,
             settings: setup.settings,
-            outputs: JobOutputs::new(setup.sink, limits.output_bytes),
-            stderr,
+            outputs: JobOutputs::new(setup.sink, limits.output_bytes, ledger, caps.open_outputs),
+            stdio,
+            _log_memory: log_memory,
         })
     }
 
-    /// What the guest wrote to stderr and stdout (capped), as text.
+    /// What the guest wrote to stderr and stdout (the last of it), as text.
     pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).into_owned()
+        self.stdio.captured()
+    }
+
+    /// Counts what the resource table holds for the job (header maps, with
+    /// the maps of requests and responses) into the ledger; `Err` if the job
+    /// is then over its memory limit. Runs every epoch tick of guest code.
+    pub fn sweep(&mut self) -> Result<(), LimitExceeded> {
+        let mut bytes = 0u64;
+        for entry in self.table.iter_mut() {
+            bytes += http::held_in(entry);
+        }
+        self.ledger.set_swept(bytes)
+    }
+
+    /// The `handles` cap as a limit, if `error` says the resource table is full.
+    pub fn handles_exhausted(&self, error: &wasmtime::Error) -> Option<LimitExceeded> {
+        let full = error.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<wasmtime::component::ResourceTableError>(),
+                Some(wasmtime::component::ResourceTableError::Full)
+            )
+        });
+        full.then(|| {
+            self.ledger.refuse(LimitExceeded::Cap {
+                resource: "resource-table entries (handles)",
+                limit: u64::from(self.caps.handles),
+                key: "handles",
+            })
+        })
     }
 
     /// Requests the sandbox refused.
@@ -209,7 +261,7 @@ impl WasiHttpView for JobState {
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<JobState>> {
     use bindings::corral::integration as corral;
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasi::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     corral::progress::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
     corral::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;

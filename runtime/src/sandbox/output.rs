@@ -3,7 +3,10 @@
 //! Links: the `output` interface and its `file` resource; each file hands out
 //! one `wasi:io` output-stream. Per-job state: the sink, the names used, the
 //! files stored. Limits: `limits.output_bytes` over all
-//! files of the job, counted as bytes are accepted.
+//! files of the job, counted as bytes are accepted; at most
+//! `limits.open_outputs` files open at once; the host memory an open file
+//! holds (the sink's buffer, as the sink declares it, and the chunks queued
+//! for its writer) is charged to the job's ledger until it is released.
 //!
 //! Bytes go from the stream to a writer task through a small bounded channel:
 //! the guest gets back-pressure when the sink is slow, a chunk spliced from an
@@ -24,6 +27,8 @@ use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError, St
 
 use super::JobState;
 use super::bindings::corral::integration::output::{Host, HostFile, OutputError};
+use super::ledger::{Held, Ledger};
+use super::limits::LimitExceeded;
 use crate::sink::{OutputSink, OutputSpec, SinkError, SinkFile, StoredFile, hex};
 
 /// Largest write a guest may make in one call (and the chunk size of a splice).
@@ -40,6 +45,22 @@ pub struct JobOutputs {
     budget: Arc<OutputBudget>,
     names: Vec<String>,
     stored: Vec<StoredFile>,
+    ledger: Ledger,
+    open: Arc<AtomicU64>,
+    open_cap: u32,
+}
+
+/// An open file's place among the job's open outputs, and the sink memory
+/// charged for it; both end when it is finished or dropped.
+struct OpenSlot {
+    open: Arc<AtomicU64>,
+    _buffer: Held,
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Bytes all outputs of a job may still take.
@@ -51,9 +72,13 @@ struct OutputBudget {
 }
 
 impl JobOutputs {
-    /// Outputs going to `sink`, at most `limit` bytes in all.
-    pub fn new(sink: Arc<dyn OutputSink>, limit: u64) -> JobOutputs {
+    /// Outputs going to `sink`, at most `limit` bytes in all and `open_cap`
+    /// files open at once, their memory charged to `ledger`.
+    pub fn new(sink: Arc<dyn OutputSink>, limit: u64, ledger: Ledger, open_cap: u32) -> JobOutputs {
         JobOutputs {
+            ledger,
+            open: Arc::default(),
+            open_cap,
             sink,
             writers: TaskTracker::new(),
             budget: Arc::new(OutputBudget {
@@ -119,6 +144,7 @@ impl OutputBudget {
 pub struct OutputFile {
     spec: OutputSpec,
     state: FileState,
+    slot: Option<OpenSlot>,
 }
 
 enum FileState {
@@ -204,6 +230,23 @@ impl Host for JobState {
                 "a job may create at most {MAX_FILES} files"
             ))));
         }
+        if outputs.open.load(Ordering::Relaxed) >= u64::from(outputs.open_cap) {
+            let hit = outputs.ledger.refuse(LimitExceeded::Cap {
+                resource: "open outputs",
+                limit: u64::from(outputs.open_cap),
+                key: "open_outputs",
+            });
+            return Ok(Err(OutputError::LimitExceeded(hit.to_string())));
+        }
+        let buffer = match outputs.ledger.hold(outputs.sink.buffer_bytes()) {
+            Ok(held) => held,
+            Err(hit) => return Ok(Err(OutputError::LimitExceeded(hit.to_string()))),
+        };
+        outputs.open.fetch_add(1, Ordering::Relaxed);
+        let slot = OpenSlot {
+            open: outputs.open.clone(),
+            _buffer: buffer,
+        };
         let spec = OutputSpec { name, content_type };
         let file = match outputs.sink.create(&spec).await {
             Ok(file) => file,
@@ -213,6 +256,7 @@ impl Host for JobState {
         let resource = self.table.push(OutputFile {
             spec,
             state: FileState::Open(file),
+            slot: Some(slot),
         })?;
         Ok(Ok(resource))
     }
@@ -224,6 +268,7 @@ impl HostFile for JobState {
         file: Resource<OutputFile>,
     ) -> wasmtime::Result<Result<Resource<DynOutputStream>, OutputError>> {
         let budget = self.outputs.budget.clone();
+        let ledger = self.outputs.ledger.clone();
         let output = self.table.get_mut(&file)?;
         let sink_file = match std::mem::replace(&mut output.state, FileState::Done) {
             FileState::Open(sink_file) => sink_file,
@@ -234,7 +279,8 @@ impl HostFile for JobState {
                 )));
             }
         };
-        let (stream, streaming) = SinkStream::start(sink_file, budget, &self.outputs.writers);
+        let (stream, streaming) =
+            SinkStream::start(sink_file, budget, ledger, &self.outputs.writers);
         output.state = streaming;
         let stream: DynOutputStream = Box::new(stream);
         Ok(Ok(self.table.push_child(stream, &file)?))
@@ -245,12 +291,13 @@ impl HostFile for JobState {
         file: Resource<OutputFile>,
     ) -> wasmtime::Result<Result<u64, OutputError>> {
         let budget = self.outputs.budget.clone();
+        let ledger = self.outputs.ledger.clone();
         let output = self.table.get_mut(&file)?;
         let (writer, commit) = match std::mem::replace(&mut output.state, FileState::Done) {
             FileState::Open(sink_file) => {
                 // Nothing was ever written: an empty file.
                 let (stream, streaming) =
-                    SinkStream::start(sink_file, budget, &self.outputs.writers);
+                    SinkStream::start(sink_file, budget, ledger, &self.outputs.writers);
                 drop(stream);
                 let FileState::Streaming { writer, commit, .. } = streaming else {
                     unreachable!("start always streams");
@@ -281,8 +328,11 @@ impl HostFile for JobState {
             }
         };
         let spec = output.spec.clone();
+        let slot = output.slot.take();
         let _ = commit.send(());
-        let written = match writer.await {
+        let written = writer.await;
+        drop(slot);
+        let written = match written {
             Ok(Ok(written)) => written,
             Ok(Err(error)) => return Ok(Err(OutputError::Failed(error.0))),
             Err(join) => {
@@ -310,33 +360,35 @@ impl HostFile for JobState {
 
 /// The `output-stream` a guest writes a file through.
 struct SinkStream {
-    sender: mpsc::Sender<Bytes>,
-    permit: Option<mpsc::OwnedPermit<Bytes>>,
+    sender: mpsc::Sender<Chunk>,
+    permit: Option<mpsc::OwnedPermit<Chunk>>,
     /// Bytes handed to the writer task, and bytes it has written.
     sent: u64,
     written: watch::Receiver<u64>,
     flushing: bool,
     failure: Arc<Mutex<Option<String>>>,
     budget: Arc<OutputBudget>,
+    ledger: Ledger,
     alive: Arc<AtomicBool>,
 }
+
+/// A chunk on its way to the writer, its memory charged until written.
+type Chunk = (Bytes, Held);
 
 impl SinkStream {
     fn start(
         file: Box<dyn SinkFile>,
         budget: Arc<OutputBudget>,
+        ledger: Ledger,
         writers: &TaskTracker,
     ) -> (SinkStream, FileState) {
         let (sender, receiver) = mpsc::channel(QUEUED_CHUNKS);
         let (written_tx, written) = watch::channel(0);
         let (commit, commit_rx) = oneshot::channel();
         let failure = Arc::new(Mutex::new(None));
-        let writer = writers.spawn(write_chunks(
-            file,
-            receiver,
-            written_tx,
-            failure.clone(),
-            commit_rx,
+        let writer = writers.spawn(ledger.meter(
+            write_chunks(file, receiver, written_tx, failure.clone(), commit_rx),
+            false,
         ));
         let alive = Arc::new(AtomicBool::new(true));
         let stream = SinkStream {
@@ -347,6 +399,7 @@ impl SinkStream {
             flushing: false,
             failure,
             budget,
+            ledger,
             alive: alive.clone(),
         };
         let streaming = FileState::Streaming {
@@ -370,17 +423,19 @@ impl SinkStream {
 /// a job's writers being done means its unfinished files are gone).
 async fn write_chunks(
     mut file: Box<dyn SinkFile>,
-    mut chunks: mpsc::Receiver<Bytes>,
+    mut chunks: mpsc::Receiver<Chunk>,
     written: watch::Sender<u64>,
     failure: Arc<Mutex<Option<String>>>,
     commit: oneshot::Receiver<()>,
 ) -> Result<Written, SinkError> {
     let mut hasher = Sha256::new();
     let mut length = 0u64;
-    while let Some(chunk) = chunks.recv().await {
+    while let Some((chunk, held)) = chunks.recv().await {
         hasher.update(&chunk);
         length += chunk.len() as u64;
-        if let Err(error) = file.write(chunk).await {
+        let wrote = file.write(chunk).await;
+        drop(held);
+        if let Err(error) = wrote {
             *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.0.clone());
             return Err(error);
         }
@@ -432,8 +487,12 @@ impl OutputStream for SinkStream {
         self.budget.take(bytes.len() as u64).map_err(|message| {
             StreamError::LastOperationFailed(wasmtime::format_err!("{message}"))
         })?;
+        let held = self
+            .ledger
+            .hold(bytes.len() as u64)
+            .map_err(|hit| StreamError::LastOperationFailed(wasmtime::Error::new(hit)))?;
         self.sent += bytes.len() as u64;
-        permit.send(bytes);
+        permit.send((bytes, held));
         Ok(())
     }
 

@@ -71,6 +71,11 @@ fn sink_error(faults: &JobFaults, what: &str, error: RegistryError) -> SinkError
 
 #[async_trait]
 impl OutputSink for UploadSink {
+    /// The region being filled and the blocks in flight, each a region.
+    fn buffer_bytes(&self) -> u64 {
+        ((self.config.blocks_in_flight + 1) * (NONCE_LEN + REGION_LEN + 16)) as u64
+    }
+
     async fn create(&self, spec: &OutputSpec) -> Result<Box<dyn SinkFile>, SinkError> {
         // Retried: if an answer is lost, the file it made never receives a
         // block, and the registry discards it at `complete` (PROTOCOL.md).

@@ -155,7 +155,126 @@ fn attack(job: &Job) -> Result<(), JobError> {
             output.finish()?;
             Ok(())
         }
+        // Accounting: each tries to make the host spend what is not its own.
+        "bind" => match std::net::TcpListener::bind(target) {
+            Ok(_) => Err(JobError::Failed(format!("bound {target}"))),
+            Err(error) => Err(JobError::Failed(format!(
+                "binding {target} was refused: {error}"
+            ))),
+        },
+        "sockets" => {
+            let mut held = Vec::new();
+            for i in 0..count(job, 15_000) {
+                match std::net::TcpStream::connect(target) {
+                    Ok(stream) => held.push(stream),
+                    Err(error) => {
+                        return Err(JobError::Failed(format!("socket {i}: {error}")));
+                    }
+                }
+            }
+            Err(JobError::Failed(format!("held {} sockets", held.len())))
+        }
+        "requests" => accounting::requests(target, count(job, 8_000)),
+        "headers" => accounting::header_maps(count(job, 16_000), 100_000),
+        "handles" => accounting::header_maps(count(job, 1_000_000), 0),
+        "outputs" => {
+            let mut open = Vec::new();
+            let chunk = vec![0x42u8; 64 << 10];
+            for i in 0..count(job, 1_024) {
+                let mut output =
+                    Output::create(&format!("open-{i}.bin"), "application/octet-stream")
+                        .map_err(|error| JobError::Failed(format!("output {i}: {error:?}")))?;
+                for _ in 0..16 {
+                    output.write_all(&chunk)?;
+                }
+                open.push(output);
+            }
+            Err(JobError::Failed(format!("held {} outputs", open.len())))
+        }
+        "random" => loop {
+            std::hint::black_box(accounting::random_bytes(count(job, 8 << 20) as u64));
+        },
+        "random-huge" => {
+            accounting::random_bytes(u64::MAX);
+            Ok(())
+        }
         other => Err(JobError::Unsupported(format!("unknown attack `{other}`"))),
+    }
+}
+
+/// The job's `count` parameter, or `default`.
+fn count(job: &Job, default: usize) -> usize {
+    job.parameter("count")
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Attacks on the host's accounting, through the raw WASI imports.
+mod accounting {
+    use corral_guest::JobError;
+    use corral_guest::bindings::wasi::http::outgoing_handler;
+    use corral_guest::bindings::wasi::http::types::{Fields, OutgoingRequest, Scheme};
+
+    /// `count` requests at once to `authority` (`host:port`), all held; the
+    /// job then reports how the last one ended.
+    pub fn requests(authority: &str, count: usize) -> Result<(), JobError> {
+        let mut pending = Vec::new();
+        for i in 0..count {
+            let request = OutgoingRequest::new(Fields::new());
+            let _ = request.set_scheme(Some(&Scheme::Http));
+            let _ = request.set_authority(Some(authority));
+            let _ = request.set_path_with_query(Some("/"));
+            match outgoing_handler::handle(request, None) {
+                Ok(future) => pending.push(future),
+                Err(code) => return Err(JobError::Failed(format!("request {i}: {code:?}"))),
+            }
+        }
+        let last = pending
+            .last()
+            .ok_or(JobError::Failed("no request".into()))?;
+        last.subscribe().block();
+        match last.get() {
+            Some(Ok(Err(code))) => Err(JobError::Failed(format!("request {count}: {code:?}"))),
+            other => Err(JobError::Failed(format!(
+                "request {count} ended: {}",
+                other.map_or("pending", |_| "answered")
+            ))),
+        }
+    }
+
+    /// `count` header maps of one `bytes`-long value each, all held.
+    pub fn header_maps(count: usize, bytes: usize) -> Result<(), JobError> {
+        let value = vec![b'a'; bytes];
+        let mut held = Vec::new();
+        for i in 0..count {
+            let fields = Fields::new();
+            if bytes > 0 {
+                fields
+                    .append("x-padding", &value)
+                    .map_err(|error| JobError::Failed(format!("map {i}: {error:?}")))?;
+            }
+            held.push(fields);
+        }
+        Err(JobError::Failed(format!("held {} header maps", held.len())))
+    }
+
+    #[link(wasm_import_module = "wasi:random/random@0.2.0")]
+    unsafe extern "C" {
+        #[link_name = "get-random-bytes"]
+        fn get_random_bytes(len: i64, ret: *mut [u32; 2]);
+    }
+
+    /// `get-random-bytes(len)`, called directly (the lengths libc asks for
+    /// are small).
+    pub fn random_bytes(len: u64) -> usize {
+        let mut ret = [0u32; 2];
+        // SAFETY: the canonical ABI writes a (pointer, length) pair of a list
+        // it allocated with this module's realloc.
+        unsafe { get_random_bytes(len as i64, &mut ret) };
+        let (ptr, len) = (ret[0] as usize as *mut u8, ret[1] as usize);
+        // SAFETY: that list is ours to free.
+        drop(unsafe { Vec::from_raw_parts(ptr, len, len) });
+        len
     }
 }
 
