@@ -160,11 +160,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 registry.faults().set(rates);
                 eprintln!("injecting faults: {rates:?}");
             }
-            let running = registry
-                .start(listen)
-                .await
-                .map_err(anyhow::Error::msg)
-                .context("change --listen (port 0 picks a free one)")?;
+            let running = registry.start(listen).await.map_err(|error| {
+                anyhow::anyhow!("{error}: pass another --listen (port 0 picks a free one)")
+            })?;
             println!("{}", running.addr());
             eprintln!("admin token in {}", data.join("admin-token").display());
             tokio::select! {
