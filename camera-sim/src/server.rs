@@ -102,9 +102,17 @@ async fn accept_loop(listener: TcpListener, config: Arc<SimConfig>, faults: Faul
                 let config = config.clone();
                 let faults = faults.clone();
                 async move {
-                    Ok::<_, std::convert::Infallible>(
-                        crate::api::handle(&config, &faults, request).await,
-                    )
+                    let started = std::time::Instant::now();
+                    let method = request.method().clone();
+                    let path = request.uri().path().to_string();
+                    let response = crate::api::handle(&config, &faults, request).await;
+                    // The time to the answer's head: a recording streams on after.
+                    tracing::debug!(
+                        "{method} {path} {} {:?}",
+                        response.status().as_u16(),
+                        started.elapsed()
+                    );
+                    Ok::<_, std::convert::Infallible>(response)
                 }
             });
             if let Err(error) = http1::Builder::new()

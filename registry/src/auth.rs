@@ -103,6 +103,25 @@ pub fn add_agent(
     ))
 }
 
+/// Whether agent `agent_id` is registered (has a service principal).
+pub fn agent_exists(tx: &Transaction<'_>, agent_id: &str) -> ApiResult<bool> {
+    Ok(tx
+        .query_row(
+            "SELECT 1 FROM principals WHERE agent_id = ?1",
+            params![agent_id],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// The registered agent ids, sorted.
+pub fn agents(tx: &Transaction<'_>) -> ApiResult<Vec<String>> {
+    let mut statement = tx.prepare("SELECT DISTINCT agent_id FROM principals ORDER BY agent_id")?;
+    let rows = statement.query_map([], |row| row.get(0))?;
+    Ok(rows.collect::<Result<Vec<String>, _>>()?)
+}
+
 /// An OAuth2 error answer.
 #[derive(Debug)]
 pub struct OAuthError {

@@ -231,7 +231,7 @@ pub fn complete(
         return Err(lock_lost(&row));
     }
     crate::files::check_all_committed(tx, job_id, token)?;
-    finish(tx, job_id, token, state, message)
+    finish(tx, job_id, Some(token), state, message)
 }
 
 /// After a refused complete: counts it if it tried to complete a job that is
@@ -256,13 +256,32 @@ pub fn cancel(tx: &Transaction<'_>, job_id: &str, token: &str, reason: &str) -> 
         return Err(lock_lost(&row));
     }
     crate::files::abandon_lock(tx, job_id, token)?;
-    finish(tx, job_id, token, "Cancelled", Some(reason))
+    finish(tx, job_id, Some(token), "Cancelled", Some(reason))
+}
+
+/// Cancels a job for the operator (`corral registry cancel-job`), whoever
+/// holds it: an available job is never offered again, and a locked one's
+/// agent loses its lock (its next renewal or upload answers 409) and its
+/// files of that lock are discarded. A job already final is refused.
+pub fn cancel_by_operator(tx: &Transaction<'_>, job_id: &str, reason: &str) -> ApiResult<JobJson> {
+    if reason.trim().is_empty() {
+        return Err(bad("a cancel needs a reason"));
+    }
+    let row = load(tx, job_id)?;
+    if row.is_final() {
+        return Err(gone(&row));
+    }
+    if let Some(token) = &row.lock_token {
+        crate::files::abandon_lock(tx, job_id, token)?;
+    }
+    finish(tx, job_id, None, "Cancelled", Some(reason))?;
+    Ok(load(tx, job_id)?.to_json(now_ms()))
 }
 
 fn finish(
     tx: &Transaction<'_>,
     job_id: &str,
-    token: &str,
+    token: Option<&str>,
     state: &str,
     message: Option<&str>,
 ) -> ApiResult<()> {

@@ -75,10 +75,18 @@ async fn handle(registry: &Registry, request: Request<Incoming>) -> Result<Answe
         }
         Some(Fault::Lose) | None => {}
     }
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
     let answer = match dispatch(registry, request).await {
         Ok(answer) => answer,
         Err(refusal) => error(&refusal),
     };
+    tracing::debug!(
+        "{method} {path} {} {:?}",
+        answer.status().as_u16(),
+        started.elapsed()
+    );
     if fault == Some(Fault::Lose) {
         // The work is done; the answer is lost, as on a dropped connection.
         return Err(std::io::Error::other("injected fault: answer lost"));

@@ -124,13 +124,25 @@ impl From<rusqlite::Error> for ApiError {
 }
 
 impl Store {
+    /// The database file of the data folder `dir`.
+    pub fn database_path(dir: &Path) -> PathBuf {
+        dir.join("registry.sqlite3")
+    }
+
+    /// Whether `dir` holds a registry (its database exists), so that a
+    /// command meant to read one can refuse a mistyped folder instead of
+    /// creating an empty registry there.
+    pub fn exists(dir: &Path) -> bool {
+        Store::database_path(dir).is_file()
+    }
+
     /// Opens (creating if needed) the data folder `dir`.
     pub fn open(dir: &Path) -> Result<Store, String> {
         for sub in ["", "blocks"] {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|error| format!("cannot create {}: {error}", dir.join(sub).display()))?;
         }
-        let path = dir.join("registry.sqlite3");
+        let path = Store::database_path(dir);
         let connection = Connection::open(&path)
             .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
         connection

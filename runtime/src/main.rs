@@ -11,6 +11,16 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// How log lines are written: `text`, or `json` (one object a line, for
+    /// log shippers).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "CORRAL_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: cli::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,7 +45,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo draws progress on the terminal; only warnings interrupt it.
     let quiet = matches!(cli.command, Command::Demo(_));
-    cli::init_logging(if quiet { "warn" } else { "warn,corral=info" });
+    cli::init_logging(
+        if quiet { "warn" } else { "warn,corral=info" },
+        cli.log_format,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -62,7 +75,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", cli::error_text(&error));
             ExitCode::FAILURE
         }
     }

@@ -168,7 +168,7 @@ impl AgentConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|error| fail(format!("cannot be read: {error}")))?;
         let raw: RawConfig = toml::from_str(&text)
-            .map_err(|error| fail(error.to_string().trim().replace('\n', " ")))?;
+            .map_err(|error| fail(error.to_string().trim_end().to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         if raw.agent_id.as_ref().is_some_and(|id| id.trim().is_empty()) {

@@ -35,7 +35,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         bitrate_bps: args.bitrate,
         ..SimConfig::with_devices(args.devices)
     };
-    let sim = CameraSim::start(config, args.listen).await?;
+    let sim = CameraSim::start(config, args.listen)
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!("{error}: pass another --listen (port 0 picks a free one)")
+        })?;
     println!("{}", sim.addr());
     tokio::signal::ctrl_c()
         .await

@@ -22,8 +22,9 @@ pub struct Args {
     /// The guest component (`.wasm`); its manifest is the `.toml` beside it.
     #[arg(long)]
     guest: PathBuf,
-    /// The job, as PROTOCOL.md's job JSON.
-    #[arg(long)]
+    /// The job, as PROTOCOL.md's job JSON, e.g. a file holding
+    /// `{"jobId":"1","type":"thumbnail","deviceId":"cam-0001"}`.
+    #[arg(long, value_name = "FILE")]
     job: PathBuf,
     /// Folder for the output files (created if missing).
     #[arg(long)]
@@ -48,12 +49,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| Manifest::path_for(&args.guest));
     let mut manifest = Manifest::load(&manifest_path)?;
     for pair in &args.settings {
-        let (name, value) = pair
-            .split_once('=')
-            .with_context(|| format!("--set {pair}: expected name=value"))?;
-        manifest
-            .settings
-            .insert(name.to_string(), value.to_string());
+        let (name, value) = pair.split_once('=').with_context(|| {
+            format!("--set {pair}: expected NAME=VALUE, e.g. --set base-url=http://127.0.0.1:8081")
+        })?;
+        let Some(setting) = manifest.settings.get_mut(name) else {
+            let known: Vec<&str> = manifest.settings.keys().map(String::as_str).collect();
+            anyhow::bail!(
+                "--set {name}: manifest {} has no setting `{name}` (its settings: {}); --set only overrides a setting the manifest has",
+                manifest_path.display(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        };
+        *setting = value.to_string();
     }
     let mut secrets = Secrets::from_env()?;
     for pair in &args.secrets {
