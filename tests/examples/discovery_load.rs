@@ -28,29 +28,9 @@ async fn main() {
     for _ in 0..SAMPLES {
         alone.push(world.thumbnail_latency("cam-0001").await);
     }
-    let discoveries = world
-        .post(vec![
-            world.job("discovery", None),
-            world.job("discovery", None),
-        ])
+    let (discoveries, beside) = world
+        .thumbnails_beside_two_discoveries("cam-0002", SAMPLES)
         .await;
-    world
-        .wait_until(&discoveries, Duration::from_secs(30), |job| {
-            job.state != "Available"
-        })
-        .await;
-    let mut beside = Vec::new();
-    while beside.len() < SAMPLES {
-        // A sample counts if both discoveries were running when it began.
-        let mut running = true;
-        for id in &discoveries {
-            running &= world.registry.job(id).await.state == "Locked";
-        }
-        if !running {
-            break;
-        }
-        beside.push(world.thumbnail_latency("cam-0002").await);
-    }
     let done = world
         .wait_final(&discoveries, Duration::from_secs(300))
         .await;

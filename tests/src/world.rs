@@ -228,6 +228,41 @@ impl World {
     }
 }
 
+impl World {
+    /// Posts two discovery jobs, waits until the agent has taken them, then
+    /// measures [`World::thumbnail_latency`] for `device` while both still
+    /// run, at most `samples` times. Returns the discoveries and the samples.
+    pub async fn thumbnails_beside_two_discoveries(
+        &self,
+        device: &str,
+        samples: usize,
+    ) -> (Vec<String>, Vec<Duration>) {
+        let discoveries = self
+            .post(vec![
+                self.job("discovery", None),
+                self.job("discovery", None),
+            ])
+            .await;
+        self.wait_until(&discoveries, Duration::from_secs(30), |job| {
+            job.state != "Available"
+        })
+        .await;
+        let mut beside = Vec::new();
+        while beside.len() < samples {
+            // A sample counts if both discoveries were running when it began.
+            let mut running = true;
+            for id in &discoveries {
+                running &= self.registry.job(id).await.state == "Locked";
+            }
+            if !running {
+                break;
+            }
+            beside.push(self.thumbnail_latency(device).await);
+        }
+        (discoveries, beside)
+    }
+}
+
 /// The median of `samples` (not empty).
 pub fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();

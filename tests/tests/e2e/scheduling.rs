@@ -159,29 +159,9 @@ async fn large_discoveries_keep_every_lease_and_thumbnails_run_beside_them() {
     let mut config = world.config();
     config.lock_duration = Duration::from_secs(3);
     let agent = world.agent(config);
-    let discoveries = world
-        .post(vec![
-            world.job("discovery", None),
-            world.job("discovery", None),
-        ])
+    let (discoveries, beside) = world
+        .thumbnails_beside_two_discoveries("cam-0002", usize::MAX)
         .await;
-    world
-        .wait_until(&discoveries, Duration::from_secs(30), |job| {
-            job.state != "Available"
-        })
-        .await;
-    let mut beside = Vec::new();
-    loop {
-        // A sample counts if both discoveries were running when it began.
-        let mut running = true;
-        for id in &discoveries {
-            running &= world.registry.job(id).await.state == "Locked";
-        }
-        if !running {
-            break;
-        }
-        beside.push(world.thumbnail_latency("cam-0002").await);
-    }
     let done = world
         .wait_final(&discoveries, Duration::from_secs(180))
         .await;
