@@ -32,9 +32,7 @@ async fn agent_check_passes_a_good_set_up_and_names_what_to_fix_otherwise() {
     assert!(stdout.ends_with("ok\n"), "{stdout}");
 
     // The camera secret is not set: the guest is refused, naming the variable.
-    let output = corral(&["agent", "check"], &config, None).output().unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let stderr = check_fails(&config, None);
     assert!(
         stderr.contains("http-vms.wasm is refused")
             && stderr.contains("set CORRAL_SECRET_CAMERA_SIM=user:password"),
@@ -43,11 +41,7 @@ async fn agent_check_passes_a_good_set_up_and_names_what_to_fix_otherwise() {
 
     // Another agent's id with agent-1's connection file.
     let config = site.config("agent_id = \"agent-2\"");
-    let output = corral(&["agent", "check"], &config, Some(SECRET))
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let stderr = check_fails(&config, Some(SECRET));
     assert!(
         stderr.contains("agent id agent-2") && stderr.contains("agent_id = \"agent-1\""),
         "{stderr}"
@@ -57,17 +51,23 @@ async fn agent_check_passes_a_good_set_up_and_names_what_to_fix_otherwise() {
     let dead = dead_port();
     let config = site.config(&format!("registry_url = \"http://127.0.0.1:{dead}\""));
     let started = Instant::now();
-    let output = corral(&["agent", "check"], &config, Some(SECRET))
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let stderr = check_fails(&config, Some(SECRET));
     assert!(
         stderr.contains(&format!("127.0.0.1:{dead} does not answer"))
             && stderr.contains("registry_url"),
         "{stderr}"
     );
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// Runs `agent check`, which must exit 1; returns what it printed on stderr.
+fn check_fails(config: &std::path::Path, secret: Option<&str>) -> String {
+    let output = corral(&["agent", "check"], config, secret)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    stderr
 }
 
 /// A loopback port nobody listens on.

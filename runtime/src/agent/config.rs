@@ -337,6 +337,11 @@ mod tests {
                 "policy.folders",
             ),
             ("[policy]\nmax_jobs = 1\n", "unknown field"),
+            (
+                "poll_interval_secs = 1\nmin_poll_interval_secs = 2\n",
+                "min_poll_interval_secs",
+            ),
+            ("max_discovered_devices = 0\n", "max_discovered_devices"),
         ] {
             let error = load(&format!("{base}{extra}")).unwrap_err().to_string();
             assert!(error.contains(expected), "{error}");

@@ -536,3 +536,29 @@ fn outcome_text(outcome: &JobOutcome) -> String {
         _ => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn devices(guest: &str, count: usize) -> (String, Vec<DiscoveredDevice>) {
+        let list = (0..count)
+            .map(|i| {
+                serde_json::from_value(serde_json::json!({
+                    "deviceId": format!("{guest}-{i}"), "name": "n", "manufacturer": "m", "model": "x", "capabilities": []
+                }))
+                    .expect("a device")
+            })
+            .collect();
+        (guest.to_string(), list)
+    }
+
+    #[test]
+    fn a_discovery_over_the_cap_keeps_the_first_devices_and_counts_the_rest() {
+        let (kept, dropped) = keep_at_most(vec![devices("a", 3), devices("b", 4)], 5);
+        let counts: Vec<usize> = kept.iter().map(|(_, list)| list.len()).collect();
+        assert_eq!((counts, dropped), (vec![3, 2], 2));
+        let (kept, dropped) = keep_at_most(vec![devices("a", 3)], 5);
+        assert_eq!((kept[0].1.len(), dropped), (3, 0));
+    }
+}
