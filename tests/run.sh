@@ -10,4 +10,19 @@ if ! "$venv/bin/python" -c "import azure.storage.blob, cryptography" 2>/dev/null
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check azure-storage-blob cryptography
 fi
+# Build everything once. The suites that start `corral` as a process take the
+# binary this build made (CORRAL_BIN), so that they never ask cargo again for a
+# build with another feature set. Arguments after `--` are the tests' own.
+build_args=()
+for arg in "$@"; do
+  [ "$arg" = "--" ] && break
+  build_args+=("$arg")
+done
+CORRAL_BIN=$(cargo test --workspace --no-run --message-format=json-render-diagnostics "${build_args[@]}" |
+  python3 -c 'import json, sys
+binaries = [m["executable"] for m in map(json.loads, sys.stdin)
+            if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "corral"
+            and "bin" in m["target"]["kind"] and m.get("executable")]
+print(binaries[-1] if binaries else "")')
+export CORRAL_BIN
 exec cargo test --workspace "$@"

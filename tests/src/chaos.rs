@@ -134,7 +134,7 @@ impl std::fmt::Display for ChaosReport {
 /// The `corral` binary: `CORRAL_BIN`, or the one cargo builds for this
 /// profile (built now if needed; a no-op when it is up to date).
 pub fn corral_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("CORRAL_BIN") {
+    if let Some(path) = std::env::var_os("CORRAL_BIN").filter(|path| !path.is_empty()) {
         return path.into();
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

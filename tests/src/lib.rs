@@ -183,6 +183,78 @@ pub mod test_guests {
         bytes
     }
 
+    /// The hostile guest with `count` more core instances appended, each of
+    /// a module whose only content is a memory of `mib` MiB: the component
+    /// still serves the world, and instantiating it asks for every memory at
+    /// once (the attack of several core instances, each under a per-memory
+    /// limit). Appended sections shift no index that the guest's own
+    /// sections use.
+    pub fn with_extra_memories(count: u8, mib: u32) -> Vec<u8> {
+        let modules = top_level_sections(HOSTILE)
+            .filter(|(id, _)| *id == CORE_MODULE_SECTION)
+            .count();
+        let pages = mib * 16;
+        let mut memory = vec![1, 0]; // one memory, limits with a minimum only
+        leb128(&mut memory, pages);
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        module.push(5); // memory section
+        leb128(&mut module, memory.len() as u32);
+        module.extend(memory);
+        let mut bytes = HOSTILE.to_vec();
+        bytes.push(CORE_MODULE_SECTION);
+        leb128(&mut bytes, module.len() as u32);
+        bytes.extend(module);
+        let mut instances = Vec::new();
+        leb128(&mut instances, u32::from(count));
+        for _ in 0..count {
+            instances.push(0); // instantiate, with no arguments
+            leb128(&mut instances, modules as u32);
+            instances.push(0);
+        }
+        bytes.push(CORE_INSTANCE_SECTION);
+        leb128(&mut bytes, instances.len() as u32);
+        bytes.extend(instances);
+        bytes
+    }
+
+    const CORE_MODULE_SECTION: u8 = 1;
+    const CORE_INSTANCE_SECTION: u8 = 2;
+
+    /// The top-level sections of a component: (id, contents).
+    fn top_level_sections(component: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+        let mut rest = &component[8..];
+        std::iter::from_fn(move || {
+            let (&id, after) = rest.split_first()?;
+            let (size, after) = read_leb128(after);
+            let (contents, after) = after.split_at(size as usize);
+            rest = after;
+            Some((id, contents))
+        })
+    }
+
+    fn leb128(out: &mut Vec<u8>, mut value: u32) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    fn read_leb128(bytes: &[u8]) -> (u32, &[u8]) {
+        let mut value = 0u32;
+        for (index, byte) in bytes.iter().enumerate() {
+            value |= u32::from(byte & 0x7f) << (7 * index);
+            if byte & 0x80 == 0 {
+                return (value, &bytes[index + 1..]);
+            }
+        }
+        panic!("a truncated LEB128 number");
+    }
+
     /// Installs version `tag` of the guest `stem` in `dir` (serving thumbnails,
     /// setting `tag`) as a careful operator does: each file written beside, then
     /// renamed into place.

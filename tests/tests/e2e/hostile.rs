@@ -1122,6 +1122,14 @@ async fn accounting_attacks_fail_their_own_job_and_disturb_nothing() {
     let short_cpu = runtime
         .load_bytes(HOSTILE, short)
         .expect("the 200 ms manifest loads");
+    // Three more core instances of 60 MiB each: every memory is under the
+    // 64 MiB limit, all of them together are not.
+    let many_memories = runtime
+        .load_bytes(
+            &corral_tests::test_guests::with_extra_memories(3, 60),
+            manifest_with(&camera, &extra),
+        )
+        .expect("the guest with more core instances loads");
     let caps = Caps::default();
     let cap = |resource: &str, limit: u32, key: &str| {
         format!("{resource} limit of {limit} exceeded (limits.{key})")
@@ -1210,6 +1218,13 @@ async fn accounting_attacks_fail_their_own_job_and_disturb_nothing() {
             vec![("attack", "random-huge".into())],
             "get-random-bytes asked for 18446744073709551615 bytes, over the 1048576 bytes a call the host allows",
             &hostile,
+        ),
+        attack(
+            "four core instances, each with a memory under the limit",
+            "a component whose three extra core instances each ask for a 60 MiB memory (its job would read the environment)",
+            vec![("attack", "environment".into())],
+            "memory limit of 64 MiB exceeded (limits.memory_mib)",
+            &many_memories,
         ),
         attack(
             "reading a named pipe in a granted folder",
@@ -1362,4 +1377,92 @@ async fn accounting_attacks_fail_their_own_job_and_disturb_nothing() {
         SLACK_RSS >> 20
     );
     write_accounting_report(&rows, &figures);
+}
+
+/// `corral run-job` ends a job stuck in a host call at its wall limit and then
+/// exits: nothing it started keeps the process alive past the job's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_job_exits_when_the_wall_limit_ends_a_stuck_job() {
+    let silent = silent_peer().await;
+    let dir = tempfile::tempdir().unwrap();
+    let guest = dir.path().join("hostile.wasm");
+    std::fs::write(&guest, HOSTILE).unwrap();
+    std::fs::write(
+        dir.path().join("hostile.toml"),
+        format!(
+            "name = \"hostile\"\nversion = \"0.1.0\"\njobs = [\"thumbnail\"]\n\n\
+             [[http]]\norigin = \"http://{silent}\"\n\n[limits]\nwall_secs = 1\n"
+        ),
+    )
+    .unwrap();
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        format!(
+            r#"{{"jobId":"stuck","type":"thumbnail","deviceId":"cam-0001","parameters":{{"attack":"blocked","target":"http://{silent}/"}}}}"#
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(corral_tests::chaos::corral_binary());
+    command
+        .args(["run-job", "--guest"])
+        .arg(&guest)
+        .arg("--job")
+        .arg(&job)
+        .arg("--out")
+        .arg(dir.path().join("out"));
+    // When the job's outcome is printed, and when the process has exited.
+    let timed = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead as _;
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run-job starts");
+        let started = Instant::now();
+        let mut printed = String::new();
+        let mut ended = None;
+        for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if line.starts_with("outcome") {
+                ended = Some(Instant::now());
+            }
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+        let status = child.wait().unwrap();
+        let exited = Instant::now();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut printed).unwrap();
+        let ended = ended.unwrap_or_else(|| panic!("no outcome printed: {printed}"));
+        (status, printed, ended - started, exited - ended)
+    });
+    let (status, printed, until_end, until_exit) = timed.await.unwrap();
+    assert!(!status.success(), "the stuck job fails: {printed}");
+    assert!(
+        printed.contains("wall time limit of 1s exceeded (limits.wall_secs)"),
+        "{printed}"
+    );
+    // The job's own time, from its start to its report: the wall limit,
+    // then everything released within a second.
+    let job_elapsed = printed
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("guest ")?
+                .rsplit_once("elapsed ")?
+                .1
+                .strip_suffix('s')
+        })
+        .and_then(|seconds| seconds.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no elapsed time in seconds printed: {printed}"));
+    assert!(
+        (1.0..2.0).contains(&job_elapsed),
+        "the job took {job_elapsed} s"
+    );
+    assert!(
+        until_exit < Duration::from_secs(1),
+        "run-job exited {until_exit:?} after the job ended"
+    );
+    eprintln!(
+        "run-job: the job ended after {until_end:.2?}, the process exited {until_exit:.2?} later"
+    );
 }
