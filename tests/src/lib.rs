@@ -190,8 +190,8 @@ pub mod test_guests {
     /// limit). Appended sections shift no index that the guest's own
     /// sections use.
     pub fn with_extra_memories(count: u8, mib: u32) -> Vec<u8> {
-        let modules = top_level_sections(HOSTILE)
-            .filter(|(id, _)| *id == CORE_MODULE_SECTION)
+        let modules = top_level_section_ids(HOSTILE)
+            .filter(|id| *id == CORE_MODULE_SECTION)
             .count();
         let pages = mib * 16;
         let mut memory = vec![1, 0]; // one memory, limits with a minimum only
@@ -220,15 +220,14 @@ pub mod test_guests {
     const CORE_MODULE_SECTION: u8 = 1;
     const CORE_INSTANCE_SECTION: u8 = 2;
 
-    /// The top-level sections of a component: (id, contents).
-    fn top_level_sections(component: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    /// The ids of a component's top-level sections, in order.
+    fn top_level_section_ids(component: &[u8]) -> impl Iterator<Item = u8> + '_ {
         let mut rest = &component[8..];
         std::iter::from_fn(move || {
             let (&id, after) = rest.split_first()?;
             let (size, after) = read_leb128(after);
-            let (contents, after) = after.split_at(size as usize);
-            rest = after;
-            Some((id, contents))
+            rest = &after[size as usize..];
+            Some(id)
         })
     }
 
