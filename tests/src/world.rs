@@ -270,6 +270,23 @@ pub fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 impl RunningAgent {
+    /// Waits (checking every 10 ms, up to 5 s) until none of its jobs runs,
+    /// so its outcome counters are final. The registry shows a job Completed
+    /// a moment before the agent, having read the answer, counts it.
+    pub async fn settled(&self) -> &corral::agent::metrics::Metrics {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self
+            .metrics
+            .running
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        &self.metrics
+    }
+
     /// Drains it and waits for it to end.
     pub async fn stop(self) {
         self.stop.drain();

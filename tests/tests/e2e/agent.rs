@@ -84,8 +84,10 @@ async fn several_agents_do_each_job_exactly_once() {
     assert!(String::from_utf8_lossy(&body).contains("\"name\":\"http-vms\""));
     let mut completed = 0;
     for agent in agents {
-        completed += agent.metrics.completed.load(Ordering::Relaxed);
+        // Counted once it stops: its last complete may still be answering.
+        let metrics = agent.metrics.clone();
         agent.stop().await;
+        completed += metrics.completed.load(Ordering::Relaxed);
     }
     assert_eq!(
         completed,
@@ -409,7 +411,7 @@ async fn an_initialize_whose_answer_is_lost_is_retried_and_the_job_completes() {
     assert_eq!(files.len(), 1, "{files:?}");
     let bytes = world.registry.job_plaintext(&done[0]).await;
     assert!(bytes.starts_with(&[0xff, 0xd8, 0xff]));
-    assert_eq!(agent.metrics.completed.load(Ordering::Relaxed), 1);
+    assert_eq!(agent.settled().await.completed.load(Ordering::Relaxed), 1);
     agent.stop().await;
 }
 
@@ -455,8 +457,9 @@ async fn a_registry_fault_on(endpoint: Endpoint, job_type: &str) {
         "a registry fault never fails the job: {:?}",
         done[0]
     );
-    assert_eq!(agent.metrics.failed.load(Ordering::Relaxed), 0);
-    assert_eq!(agent.metrics.completed.load(Ordering::Relaxed), 1);
+    let metrics = agent.settled().await;
+    assert_eq!(metrics.failed.load(Ordering::Relaxed), 0);
+    assert_eq!(metrics.completed.load(Ordering::Relaxed), 1);
     agent.stop().await;
 }
 
@@ -507,9 +510,10 @@ async fn a_panic_in_a_job_releases_its_lock_and_the_agent_goes_on() {
     let done = world.wait_final(&ids, Duration::from_secs(30)).await;
     assert!(panicked.load(Ordering::SeqCst));
     assert!(done.iter().all(|job| job.state == "Completed"), "{done:#?}");
-    assert_eq!(agent.metrics.panics.load(Ordering::Relaxed), 1);
-    assert_eq!(agent.metrics.releases(ReleaseCause::Panic), 1);
-    assert_eq!(agent.metrics.completed.load(Ordering::Relaxed), 2);
+    let metrics = agent.settled().await;
+    assert_eq!(metrics.panics.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.releases(ReleaseCause::Panic), 1);
+    assert_eq!(metrics.completed.load(Ordering::Relaxed), 2);
     let text = agent.metrics.render();
     assert!(
         text.contains("corral_releases_total{cause=\"panic\"} 1")

@@ -38,9 +38,10 @@ async fn a_thumbnail_the_registry_refuses_ends_failed_within_its_attempt() {
         "{message}"
     );
     // One attempt: released once to abandon the refused file, then failed.
-    assert_eq!(agent.metrics.releases(ReleaseCause::Refused), 1);
-    assert_eq!(agent.metrics.released.load(Ordering::Relaxed), 1);
-    assert_eq!(agent.metrics.failed.load(Ordering::Relaxed), 1);
+    let metrics = agent.settled().await;
+    assert_eq!(metrics.releases(ReleaseCause::Refused), 1);
+    assert_eq!(metrics.released.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.failed.load(Ordering::Relaxed), 1);
     // A good job beside it completes.
     world.sim.faults().clear();
     let good = world
