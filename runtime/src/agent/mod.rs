@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod runner;
 pub mod status;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -260,7 +261,7 @@ impl Agent {
     /// Meanwhile the guests folder is watched and changed guests swapped in.
     pub async fn run(self) {
         let ctx = self.ctx;
-        let watcher = tokio::spawn(watch_guests(ctx.catalog.clone(), ctx.reload.clone()));
+        let watcher = tokio::spawn(watch::watch_guests(ctx.catalog.clone(), ctx.reload.clone()));
         let ended = Arc::new(Notify::new());
         let mut running = Running::default();
         let mut stop = ctx.stop.clone();
@@ -325,22 +326,6 @@ impl Agent {
     /// Asks for a rescan of the guests folder now (the status port's reload).
     pub fn reloader(&self) -> Arc<Notify> {
         self.ctx.reload.clone()
-    }
-}
-
-/// How often the guests folder is looked at.
-const GUEST_SCAN: Duration = Duration::from_millis(250);
-
-/// Rescans the guests folder every [`GUEST_SCAN`], or at once when asked.
-async fn watch_guests(catalog: Catalog, reload: Arc<Notify>) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(GUEST_SCAN) => {}
-            () = reload.notified() => {}
-        }
-        let scanner = catalog.clone();
-        // Compiling is CPU work: keep it off the executor's threads.
-        let _ = tokio::task::spawn_blocking(move || scanner.rescan()).await;
     }
 }
 

@@ -217,3 +217,71 @@ async fn a_removed_guest_is_unloaded_and_reload_rescans_at_once() {
     assert_eq!(done[0].state, "Completed");
     agent.stop().await;
 }
+
+/// Waits until the catalog serves `version`; how long that took.
+async fn until_version(agent: &corral_tests::world::RunningAgent, version: &str) -> Duration {
+    let started = Instant::now();
+    while !agent
+        .catalog
+        .guests()
+        .iter()
+        .any(|guest| guest.manifest().version == version)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "version {version} was never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    started.elapsed()
+}
+
+/// The folder is watched through file events: a version renamed in (here one
+/// compiled before, so that compiling is not what is measured) is serving
+/// within a second, far under the slow scan beside the events; a file
+/// written in place loads once its writer closed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_events_swap_a_renamed_in_guest_within_a_second() {
+    let (world, dir) = setup().await;
+    let mut config = world.config();
+    config.guests_dir = dir.clone();
+    config.cache_dir = world.registry.dir.path().join("cache");
+    config.poll_interval = Duration::from_millis(50);
+    let agent = world.agent(config);
+    let described = || agent.catalog.describe()["watch"].as_str().map(str::to_string);
+    let started = Instant::now();
+    while described().is_none() && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let watch = described().unwrap_or_default();
+    assert!(watch.starts_with("file events"), "watched by {watch:?}");
+
+    install_variant(&dir, "versioned", "2");
+    let cold = until_version(&agent, "2.0.0").await;
+    install_variant(&dir, "versioned", "1");
+    let cached = until_version(&agent, "1.0.0").await;
+    assert!(
+        cached < Duration::from_secs(1),
+        "a cached version renamed in took {cached:?}"
+    );
+    // The next job runs the version just swapped in.
+    let done = world
+        .wait_final(&world.post(vec![tagged_job(&world)]).await, Duration::from_secs(20))
+        .await;
+    let bytes = world.registry.job_plaintext(&done[0]).await;
+    assert!(String::from_utf8_lossy(&bytes).contains("tag:1"));
+
+    // Written in place, not renamed: loaded after its writer closes it.
+    let manifest = std::fs::read_to_string(dir.join("versioned.toml"))
+        .unwrap()
+        .replace("1.0.0", "2.0.0")
+        .replace("tag = \"1\"", "tag = \"2\"");
+    std::fs::write(dir.join("versioned.toml"), manifest).unwrap();
+    let in_place = until_version(&agent, "2.0.0").await;
+    assert!(
+        in_place < Duration::from_secs(1),
+        "a manifest written in place took {in_place:?}"
+    );
+    eprintln!("swap: cold {cold:?}, cached {cached:?}, written in place {in_place:?}");
+    agent.stop().await;
+}
