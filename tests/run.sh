@@ -10,6 +10,10 @@ if ! "$venv/bin/python" -c "import azure.storage.blob, cryptography" 2>/dev/null
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check azure-storage-blob cryptography
 fi
+# The Python and JavaScript guests (toolchains into target/) build beside the
+# Rust build: they need no cargo, and their installs mostly wait on the network.
+bash tests/polyglot.sh &
+polyglot=$!
 # Build everything once. The suites that start `corral` as a process take the
 # binary this build made (CORRAL_BIN), so that they never ask cargo again for a
 # build with another feature set. Arguments after `--` are the tests' own.
@@ -25,4 +29,5 @@ binaries = [m["executable"] for m in map(json.loads, sys.stdin)
             and "bin" in m["target"]["kind"] and m.get("executable")]
 print(binaries[-1] if binaries else "")')
 export CORRAL_BIN
+wait "$polyglot" || { echo "tests/run.sh: the Python or JavaScript guests failed to build (see above)" >&2; exit 1; }
 exec cargo test --workspace "$@"

@@ -231,7 +231,14 @@ impl ArtifactCache {
         let bytes = component
             .serialize()
             .map_err(|error| anyhow::anyhow!("{error:#}"))?;
-        let partial = artifact.with_extension("partial");
+        // A name of its own, so two loads of one module at once (two tests,
+        // two agents on one folder) never write into the same file.
+        static STORES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let partial = artifact.with_extension(format!(
+            "{}.{}.partial",
+            std::process::id(),
+            STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::write(&partial, &bytes)?;
         std::fs::rename(&partial, artifact)?;
         std::fs::write(sidecar, self.tag(wasm_sha256, &bytes))?;
