@@ -157,6 +157,11 @@ impl ArtifactCache {
         })
     }
 
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn paths(&self, wasm_sha256: &str) -> (PathBuf, PathBuf) {
         let stem = format!("{}-{wasm_sha256}", self.engine_key);
         (

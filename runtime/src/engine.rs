@@ -141,6 +141,11 @@ impl Runtime {
         self.cache.is_some()
     }
 
+    /// The folder compiled guests are cached in, if any.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache.as_ref().map(ArtifactCache::dir)
+    }
+
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
@@ -160,11 +165,11 @@ impl Runtime {
     pub fn load_bytes(&self, bytes: &[u8], mut manifest: Manifest) -> Result<Guest, GuestError> {
         check_is_component(bytes)?;
         let sha256 = hex(&Sha256::digest(bytes));
-        let component = match &self.cache {
+        let (component, cache_use) = match &self.cache {
             Some(cache) => cache
                 .load_or_compile(&self.engine, bytes, &sha256)
-                .map(|(component, _)| component),
-            None => Component::new(&self.engine, bytes),
+                .map(|(component, used)| (component, Some(used))),
+            None => Component::new(&self.engine, bytes).map(|component| (component, None)),
         }
         .map_err(|error| GuestError::Compile(format!("{error:#}")))?;
         let pre = self
@@ -183,6 +188,7 @@ impl Runtime {
             self.resolver.clone(),
             &self.policy,
             self.secrets.clone(),
+            cache_use,
         )
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use wasmtime::component::InstancePre;
 use wasmtime::{Store, UpdateDeadline};
 
+use crate::cache::CacheUse;
 use crate::manifest::{Manifest, ManifestError};
 use crate::policy::OperatorPolicy;
 use crate::protocol::{DiscoveredDevice, DiscoveryResult, Job, JobType};
@@ -155,6 +156,8 @@ struct GuestInner {
     log: LogBudget,
     /// The secrets it was loaded against (values and the operator's bindings).
     secrets: Arc<Secrets>,
+    /// Whether its compiled code came from the cache (`None`: no cache).
+    cache_use: Option<CacheUse>,
 }
 
 impl Guest {
@@ -165,6 +168,7 @@ impl Guest {
         resolver: Resolver,
         policy: &OperatorPolicy,
         secrets: Arc<Secrets>,
+        cache_use: Option<CacheUse>,
     ) -> Result<Guest, GuestError> {
         let log = LogBudget {
             lines: manifest.limits.log_lines,
@@ -193,8 +197,16 @@ impl Guest {
                 jobs_run: AtomicU64::new(0),
                 manifest,
                 pre,
+                cache_use,
             }),
         })
+    }
+
+    /// Whether this guest's compiled code came from the compile cache
+    /// (`Some(Hit)`), was compiled and stored there (`Some(Miss)`), or was
+    /// compiled with no cache (`None`).
+    pub fn cache_use(&self) -> Option<CacheUse> {
+        self.inner.cache_use
     }
 
     /// The guest's manifest.

@@ -50,6 +50,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::new(RuntimeConfig { max_instances: 2 })?;
     match args.command {
         Command::List { dir } => {
+            let runtime = runtime.with_cache(&corral::cache::default_dir())?;
             let catalog = Catalog::load(&runtime, &dir)?;
             println!("{:<20} {:<10} {:<14} serves", "name", "version", "sha256");
             for guest in catalog.guests() {
@@ -68,22 +69,26 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         } => {
             let manifest_path = manifest.unwrap_or_else(|| Manifest::path_for(&wasm));
             let manifest = Manifest::load(&manifest_path)?;
-            let (secrets, policy, checked) = match &config {
+            let (secrets, policy, cache_dir, checked) = match &config {
                 Some(path) => {
                     let config = AgentConfig::load(path)?;
                     let mut secrets = Secrets::from_env()?;
                     config.bind_secrets(&mut secrets);
-                    (secrets, config.policy, true)
+                    (secrets, config.policy, config.cache_dir, true)
                 }
                 None => (
                     stand_in_secrets(&manifest),
                     OperatorPolicy::default(),
+                    corral::cache::default_dir(),
                     false,
                 ),
             };
+            // The agent's compile cache: a guest checked is then loaded by
+            // the agent (and checked again) without compiling it twice.
             let runtime = runtime
                 .with_secrets(Arc::new(secrets))
-                .with_policy(Arc::new(policy));
+                .with_policy(Arc::new(policy))
+                .with_cache(&cache_dir)?;
             let bytes = std::fs::read(&wasm)
                 .with_context(|| format!("cannot read guest {}", wasm.display()))?;
             match runtime.load_bytes(&bytes, manifest) {

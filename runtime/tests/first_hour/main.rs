@@ -3,6 +3,7 @@
 //! through the `corral` binary against camera-sim and the registry on loopback.
 //! One test binary, so the runtime is linked once.
 
+mod dev_loop;
 mod logs;
 mod messages;
 mod readme;

@@ -126,3 +126,23 @@ pub fn first_file_id(data: &Path, job_id: &str) -> String {
     id.unwrap_or_else(|| panic!("job {job_id} has no file: {listed}"))
         .to_string()
 }
+
+/// A guest `tests/polyglot.sh` built (`http_vms_py.wasm`, `http_vms_js.wasm`),
+/// or `None` after saying on stderr that the test skips (its toolchain was
+/// missing). Under CI (`CI=true`) a missing guest panics instead.
+pub fn polyglot_guest(file: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("CORRAL_POLYGLOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/guests/polyglot"));
+    let path = dir.join(file);
+    if path.exists() {
+        return Some(path);
+    }
+    let why = format!(
+        "{} is missing: run `bash tests/polyglot.sh` (tests/run.sh does)",
+        path.display()
+    );
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+    eprintln!("skipped: {why}");
+    None
+}
