@@ -20,7 +20,8 @@ if (!values.sdk || !values.wit || !values.out || positionals.length !== 1) {
   console.error("usage: node build.mjs --sdk <index.js> --wit <wit dir> --out <x.wasm> <app.js>");
   process.exit(2);
 }
-const bundle = `${resolve(values.out)}.bundle.js`;
+// Named after the component, so stack frames read `http_vms_js.js:12:3`.
+const bundle = resolve(values.out).replace(/(\.wasm)?(\.partial)?$/, ".js");
 const build = await rolldown({
   input: resolve(positionals[0]),
   external: [/^wasi:/, /^corral:/],

@@ -38,6 +38,7 @@ fi
 cp "$here/build.mjs" "$toolchain/build.mjs"
 mkdir -p "$(dirname "$out")"
 abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
-(cd "$toolchain" && node build.mjs --sdk "$(abs "$sdk")/index.js" --wit "$(abs "$wit")" --out "$(abs "$out").partial" "$(abs "$app")" >/dev/null)
+sdk_index=$(abs "$sdk")/index.js wit_dir=$(abs "$wit") partial=$(abs "$out").partial app_file=$(abs "$app")
+(cd "$toolchain" && node build.mjs --sdk "$sdk_index" --wit "$wit_dir" --out "$partial" "$app_file" >/dev/null)
 mv "$out.partial" "$out"
 echo "built $out ($(wc -c < "$out") bytes)"

@@ -77,7 +77,18 @@ export function exportIntegration(integration) {
     if (typeof integration[name] !== "function") {
       throw new Unsupported(`this integration does not serve ${what}`);
     }
-    return integration[name](new Job(job));
+    try {
+      return integration[name](new Job(job));
+    } catch (error) {
+      if (!(error instanceof JobError)) {
+        // The bindings report only the error's text and their own stack, so
+        // its stack is printed here, in the engine's own form, for the host
+        // to quote; the job then fails with it.
+        const frames = String(error?.stack ?? "").trim().split("\n").map((frame) => `  ${frame}`);
+        console.error(`Uncaught ${error}\nStack:\n${frames.join("\n")}\n`);
+      }
+      throw error;
+    }
   };
   const thumbnail = call("thumbnail", "thumbnails");
   const extractMedia = call("extractMedia", "media requests");

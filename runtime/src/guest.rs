@@ -440,6 +440,14 @@ fn trap_message(state: &JobState, error: &wasmtime::Error) -> String {
             exit.0
         );
     }
+    let stderr = state.stderr();
+    if let Some(exception) = crate::last_words::uncaught_exception(&stderr) {
+        // The language runtime's trap (an abort, a panic) only repeats it.
+        return guest_text::message(&format!(
+            "{exception} (the guest trapped: {})",
+            cause_chain(error)
+        ));
+    }
     let mut message = format!("guest trapped: {}", cause_chain(error));
     if let Some(frame) = error
         .downcast_ref::<wasmtime::WasmBacktrace>()
@@ -447,7 +455,7 @@ fn trap_message(state: &JobState, error: &wasmtime::Error) -> String {
     {
         message.push_str(&format!(" (in {})", guest_text::visible(frame)));
     }
-    if let Some(words) = last_words(&state.stderr()) {
+    if let Some(words) = crate::last_words::last_words(&stderr) {
         message.push_str(&format!(" (guest stderr: {words})"));
     }
     guest_text::message(&message)
@@ -483,28 +491,6 @@ fn cause_chain(error: &wasmtime::Error) -> String {
         return "an error without a description".into();
     }
     causes.join(": ")
-}
-
-/// What a guest said before it trapped: a Rust panic's message (the line after
-/// `panicked at`), else its last line of stderr that is not a hint.
-fn last_words(stderr: &str) -> Option<String> {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect();
-    if let Some(at) = lines.iter().rposition(|line| line.contains("panicked at")) {
-        let place = lines[at];
-        return Some(match lines.get(at + 1) {
-            Some(message) if !message.starts_with("note:") => format!("{message} ({place})"),
-            _ => place.to_string(),
-        });
-    }
-    lines
-        .iter()
-        .rev()
-        .find(|line| !line.starts_with("note:"))
-        .map(|line| line.to_string())
 }
 
 fn quoted_list(names: &[String]) -> String {

@@ -39,20 +39,14 @@ pub enum Lang {
 }
 
 impl Lang {
-    /// http-vms's component in this language, or why it is not there.
-    pub fn http_vms(self) -> Result<Vec<u8>, String> {
-        let file = match self {
-            Lang::Rust => return Ok(bundled::HTTP_VMS.to_vec()),
-            Lang::Python => "http_vms_py.wasm",
-            Lang::JavaScript => "http_vms_js.wasm",
-        };
-        let path = polyglot_dir().join(file);
-        std::fs::read(&path).map_err(|error| {
-            format!(
-                "{} ({error}): run `bash tests/polyglot.sh` (tests/run.sh does)",
-                path.display()
-            )
-        })
+    /// http-vms's component in this language; `None` (said on stderr) when
+    /// it was not built because its toolchain is missing.
+    pub fn http_vms(self) -> Option<Vec<u8>> {
+        match self {
+            Lang::Rust => Some(bundled::HTTP_VMS.to_vec()),
+            Lang::Python => polyglot_component("http_vms_py.wasm"),
+            Lang::JavaScript => polyglot_component("http_vms_js.wasm"),
+        }
     }
 
     /// The guest's name in its manifest.
@@ -61,6 +55,25 @@ impl Lang {
             Lang::Rust => "http-vms",
             Lang::Python => "http-vms-py",
             Lang::JavaScript => "http-vms-js",
+        }
+    }
+}
+
+/// A component `tests/polyglot.sh` built (`http_vms_py.wasm`, ...); `None`
+/// after saying on stderr that the test skips, when it is missing because
+/// its toolchain is. Under CI (`CI=true`) a missing component panics.
+pub fn polyglot_component(file: &str) -> Option<Vec<u8>> {
+    let path = polyglot_dir().join(file);
+    match std::fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            let why = format!(
+                "{} ({error}): run `bash tests/polyglot.sh` (tests/run.sh does)",
+                path.display()
+            );
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+            eprintln!("skipped: {why}");
+            None
         }
     }
 }
@@ -117,18 +130,10 @@ impl Harness {
             .expect("the Rust guest is bundled")
     }
 
-    /// [`Harness::start`] with http-vms written in `lang`; `None` (after
-    /// saying so on stderr) when that guest was not built because its
-    /// toolchain is missing. Under CI (`CI=true`) a missing guest panics.
+    /// [`Harness::start`] with http-vms written in `lang`; `None` when that
+    /// guest was not built (see [`polyglot_component`]).
     pub async fn start_in(lang: Lang, config: SimConfig) -> Option<Harness> {
-        let wasm = match lang.http_vms() {
-            Ok(wasm) => Arc::new(wasm),
-            Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!("skipped: the {lang:?} http-vms guest is missing: {why}");
-                return None;
-            }
-            Err(why) => panic!("the {lang:?} http-vms guest is missing: {why}"),
-        };
+        let wasm = Arc::new(lang.http_vms()?);
         let sim = CameraSim::start(config, loopback())
             .await
             .expect("camera-sim starts");
