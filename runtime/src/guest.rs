@@ -57,6 +57,9 @@ pub enum GuestError {
     /// The component does not compile (corrupt, or uses unsupported features).
     #[error("the component does not compile: {0}")]
     Compile(String),
+    /// It is over one of the engine's per-component limits.
+    #[error("{0}")]
+    EngineLimit(String),
     /// It imports something corral does not provide.
     #[error("the component imports what corral does not provide: {0}")]
     Imports(String),
