@@ -2,9 +2,12 @@
 # Runs every test of the workspace. First it sets up the one thing cargo cannot:
 # a Python virtual environment with azure-storage-blob, the outside reader that
 # the upload's encryption is checked against (tests/interop/azure_decrypt.py).
+# Then a private PostgreSQL cluster for the registry's PostgreSQL tests
+# (tests/postgres.sh: installed from Debian when missing, stopped at the end).
 # The wasm32-wasip2 target is installed by the build itself when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tests/postgres.sh
 venv=target/interop-venv
 if ! "$venv/bin/python" -c "import azure.storage.blob, cryptography" 2>/dev/null; then
   python3 -m venv "$venv"
@@ -30,4 +33,6 @@ binaries = [m["executable"] for m in map(json.loads, sys.stdin)
 print(binaries[-1] if binaries else "")')
 export CORRAL_BIN
 wait "$polyglot" || { echo "tests/run.sh: the Python or JavaScript guests failed to build (see above)" >&2; exit 1; }
-exec cargo test --workspace "$@"
+trap stop_postgres EXIT
+start_postgres
+cargo test --workspace "$@"

@@ -5,12 +5,13 @@
 
 use std::path::Path;
 
+use crate::params;
+use crate::store::Tx;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use corral_envelope::decrypt::Decryptor;
 use corral_envelope::{EncryptionData, KeyUnwrapper, MAX_BLOCK_LEN};
-use rusqlite::{Transaction, params};
 use sha2::{Digest, Sha256};
 
 use crate::store::{self, FileRow, Store, now_ms};
@@ -72,7 +73,7 @@ fn block_file_name(id_bytes: &[u8]) -> String {
 
 /// Initialize{Media,Thumbnail,Discovery}Upload.
 pub fn initialize(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     job_id: &str,
     kind: &str,
     body: &InitializeBody,
@@ -115,14 +116,14 @@ pub fn initialize(
 }
 
 /// Whether the lock a file was initialized under is still held.
-fn lock_holds(tx: &Transaction<'_>, file: &FileRow) -> ApiResult<bool> {
+fn lock_holds(tx: &Tx<'_>, file: &FileRow) -> ApiResult<bool> {
     let job = store::job(tx, &file.job_id)?.ok_or_else(|| internal("a file without its job"))?;
     Ok(!file.abandoned && job.is_locked_by(&file.lock_token, now_ms()))
 }
 
 /// Checks that a block may be stored; returns where to write it.
 pub fn check_block(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     store: &Store,
     file_id: &str,
     block_id: &str,
@@ -194,7 +195,7 @@ pub struct CommitPlan {
 
 /// Phase one of a commit: checks everything but the bytes.
 pub fn plan_commit(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     store: &Store,
     file_id: &str,
     body: &CompleteFileBody,
@@ -234,13 +235,10 @@ pub fn plan_commit(
         .map_err(|why| bad(format!("encryptionData: {why}")))?;
     let mut block_paths = Vec::with_capacity(body.block_ids.len());
     for block_id in &body.block_ids {
-        let known: Option<i64> = tx
-            .query_row(
-                "SELECT length FROM blocks WHERE file_id = ?1 AND block_id = ?2",
-                params![file_id, block_id],
-                |row| row.get(0),
-            )
-            .ok();
+        let known = tx.row(
+            "SELECT length FROM blocks WHERE file_id = ?1 AND block_id = ?2",
+            params![file_id, block_id],
+        )?;
         if known.is_none() {
             return Err(bad(format!(
                 "block `{block_id}` of file {file_id} was never uploaded"
@@ -342,7 +340,7 @@ fn check_content(kind: &str, plaintext: &[u8]) -> ApiResult<()> {
 
 /// After a refused commit: counts it as late (the file's lock had ended) or
 /// as refused (what it held was wrong).
-pub fn note_refused_commit(tx: &Transaction<'_>, file_id: &str, code: Code) -> ApiResult<()> {
+pub fn note_refused_commit(tx: &Tx<'_>, file_id: &str, code: Code) -> ApiResult<()> {
     let committed = store::file(tx, file_id)?.is_some_and(|file| file.committed);
     let counter = if code == Code::Conflict && !committed {
         store::Counter::LateCommits
@@ -354,7 +352,7 @@ pub fn note_refused_commit(tx: &Transaction<'_>, file_id: &str, code: Code) -> A
 
 /// Phase three: records the commit if the lock still holds.
 pub fn record_commit(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     plan: &CommitPlan,
     body: &CompleteFileBody,
     verified: &Verified,
@@ -408,9 +406,10 @@ pub fn prune_blocks(store: &Store, file_id: &str, block_ids: &[String]) {
 /// expired, or discarded at complete). Safe to run at any time.
 pub fn sweep_abandoned(store: &Store) -> ApiResult<()> {
     let abandoned: Vec<String> = store.transaction_blocking(|tx| {
-        let mut statement = tx.prepare("SELECT file_id FROM files WHERE abandoned = 1")?;
-        let ids = statement.query_map([], |row| row.get::<_, String>(0))?;
-        Ok(ids.collect::<Result<Vec<_>, _>>()?)
+        tx.rows("SELECT file_id FROM files WHERE abandoned = 1", params![])?
+            .iter()
+            .map(|row| row.get(0))
+            .collect::<Result<Vec<String>, _>>()
     })?;
     for file_id in abandoned {
         let dir = store.blocks_dir(&file_id);
@@ -431,7 +430,7 @@ pub fn sweep_abandoned(store: &Store) -> ApiResult<()> {
 /// At `complete`: files of this lock that received blocks must be committed;
 /// files that never received one are discarded (their Initialize answer may
 /// have been lost).
-pub fn check_all_committed(tx: &Transaction<'_>, job_id: &str, token: &str) -> ApiResult<()> {
+pub fn check_all_committed(tx: &Tx<'_>, job_id: &str, token: &str) -> ApiResult<()> {
     for file in store::files_of(tx, job_id)? {
         if file.lock_token != token || file.committed || file.abandoned {
             continue;
@@ -452,7 +451,7 @@ pub fn check_all_committed(tx: &Transaction<'_>, job_id: &str, token: &str) -> A
 
 /// Abandons every file of the lock `token` (release, cancel): a lock that ends
 /// without completing the job leaves nothing behind, committed or not.
-pub fn abandon_lock(tx: &Transaction<'_>, job_id: &str, token: &str) -> ApiResult<()> {
+pub fn abandon_lock(tx: &Tx<'_>, job_id: &str, token: &str) -> ApiResult<()> {
     tx.execute(
         "UPDATE files SET abandoned = 1 WHERE job_id = ?1 AND lock_token = ?2 AND abandoned = 0",
         params![job_id, token],
@@ -461,7 +460,7 @@ pub fn abandon_lock(tx: &Transaction<'_>, job_id: &str, token: &str) -> ApiResul
 }
 
 /// Abandons the files of earlier locks (they expired without completing).
-pub fn abandon_stale(tx: &Transaction<'_>, job_id: &str, current: &str) -> ApiResult<()> {
+pub fn abandon_stale(tx: &Tx<'_>, job_id: &str, current: &str) -> ApiResult<()> {
     tx.execute(
         "UPDATE files SET abandoned = 1 WHERE job_id = ?1 AND lock_token != ?2 AND abandoned = 0",
         params![job_id, current],
@@ -470,7 +469,7 @@ pub fn abandon_stale(tx: &Transaction<'_>, job_id: &str, current: &str) -> ApiRe
 }
 
 /// The stored metadata and key of a committed file, for decryption.
-pub fn committed(tx: &Transaction<'_>, file_id: &str) -> ApiResult<FileRow> {
+pub fn committed(tx: &Tx<'_>, file_id: &str) -> ApiResult<FileRow> {
     let file = store::file(tx, file_id)?.ok_or_else(|| not_found(format!("no file {file_id}")))?;
     if !file.committed || file.abandoned {
         return Err(not_found(format!(

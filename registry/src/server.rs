@@ -467,7 +467,9 @@ async fn agent_or_admin(
             let keys = registry.keys.take(&format!("kek-{file_id}"))?;
             let id = file_id.clone();
             let jwk = store
-                .transaction(move |tx| files::initialize(tx, &job_id, &kind, &body, &id, keys))
+                .transaction(move |tx| {
+                    files::initialize(tx, &job_id, &kind, &body, &id, keys.clone())
+                })
                 .await?;
             Ok(json_answer(
                 StatusCode::OK,

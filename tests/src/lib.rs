@@ -18,6 +18,7 @@ use corral::sink::{DirSink, OutputSink};
 use corral_camera_sim::{CameraSim, SimConfig};
 use time::OffsetDateTime;
 
+pub mod backend;
 pub mod blockstore;
 pub mod chaos;
 pub mod echo;

@@ -9,6 +9,8 @@ use corral::client::connection::ConnectionFile;
 use corral::client::retry::RetryPolicy;
 use corral_registry::{JobJson, NewJob, Registry, RegistryConfig, RunningRegistry, admin, auth};
 
+use crate::backend::Backend;
+
 /// A running registry and what a test needs around it.
 pub struct TestRegistry {
     /// The server.
@@ -27,10 +29,15 @@ pub fn fast_retry() -> RetryPolicy {
 }
 
 impl TestRegistry {
-    /// Starts a registry with `config` in a fresh folder.
+    /// Starts a registry with `config` in a fresh folder (SQLite).
     pub async fn start(config: RegistryConfig) -> TestRegistry {
+        TestRegistry::start_on(&Backend::Sqlite, config).await
+    }
+
+    /// Starts a registry with `config` in a fresh folder, state on `backend`.
+    pub async fn start_on(backend: &Backend, config: RegistryConfig) -> TestRegistry {
         let dir = tempfile::tempdir().expect("temporary folder");
-        let running = Registry::open(dir.path(), config)
+        let running = Registry::with_store(backend.open(dir.path()), config)
             .expect("registry opens")
             .start(crate::loopback())
             .await

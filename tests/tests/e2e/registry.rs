@@ -1,5 +1,8 @@
 //! The registry client against the on-premise registry: every call and every
-//! error code of PROTOCOL.md, faults, concurrency, bad input.
+//! error code of PROTOCOL.md, faults, concurrency, bad input. Each test runs
+//! on every storage backend (`sqlite::*`, `postgres::*`); the Retry-After
+//! tests, which exercise the client against refusals made before any storage
+//! is touched, run on SQLite only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +14,7 @@ use corral::sink::{OutputSink, OutputSpec};
 use corral::upload::{UploadConfig, UploadSink};
 use corral_registry::routes::Endpoint;
 use corral_registry::{Fault, RegistryConfig};
+use corral_tests::backend::Backend;
 use corral_tests::registry::{TestRegistry, fast_retry, new_job, raw};
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -44,9 +48,8 @@ async fn upload(
     file.commit(bytes.len() as u64, "").await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_client_passes_every_call_and_error_code() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn the_client_passes_every_call_and_error_code(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let client = registry.client("agent-1").await;
     client
         .check(&[])
@@ -189,12 +192,14 @@ async fn the_client_passes_every_call_and_error_code() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_lock_makes_the_job_available_and_its_files_dead() {
-    let registry = TestRegistry::start(RegistryConfig {
-        max_lock_seconds: 2,
-        ..RegistryConfig::default()
-    })
+async fn an_expired_lock_makes_the_job_available_and_its_files_dead(backend: Backend) {
+    let registry = TestRegistry::start_on(
+        &backend,
+        RegistryConfig {
+            max_lock_seconds: 2,
+            ..RegistryConfig::default()
+        },
+    )
     .await;
     let client = registry.client("agent-1").await;
     let job = registry
@@ -248,9 +253,8 @@ async fn an_expired_lock_makes_the_job_available_and_its_files_dead() {
         .expect("another lock after expiry");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_thirty_percent_faults_each_call_has_exactly_one_effect() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn under_thirty_percent_faults_each_call_has_exactly_one_effect(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let client = registry.client("agent-1").await;
     client.check(&[]).await.unwrap();
     let jobs = registry
@@ -295,9 +299,8 @@ async fn under_thirty_percent_faults_each_call_has_exactly_one_effect() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_lock_attempts_on_twenty_jobs_lock_each_once() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn two_hundred_lock_attempts_on_twenty_jobs_lock_each_once(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let client = registry.client("agent-1").await;
     client.check(&[]).await.unwrap();
     let jobs = registry
@@ -324,9 +327,8 @@ async fn two_hundred_lock_attempts_on_twenty_jobs_lock_each_once() {
     assert!(granted.values().all(|count| *count == 1), "{granted:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_one_clear_4xx() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn bad_input_gets_one_clear_4xx(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let base = registry.running.base_url();
     let token = registry.token("agent-1").await;
     let client = registry.client("agent-1").await;
@@ -527,10 +529,9 @@ async fn bad_input_gets_one_clear_4xx() {
     assert!(String::from_utf8_lossy(&answer).contains("unknown job type `video`"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broken_connection_file_stops_start_up_with_one_sentence() {
+async fn a_broken_connection_file_stops_start_up_with_one_sentence(backend: Backend) {
     use corral::client::connection::ConnectionFile;
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let (path, _) = registry.add_agent("agent-1").await;
     let mut file: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -578,20 +579,21 @@ async fn tokens_issued(registry: &TestRegistry) -> i64 {
         .registry()
         .store()
         .transaction(|tx| {
-            Ok(tx.query_row("SELECT COUNT(*) FROM tokens", [], |row| {
-                row.get::<_, i64>(0)
-            })?)
+            let row = tx.row("SELECT COUNT(*) FROM tokens", corral_registry::params![])?;
+            row.expect("COUNT(*) answers one row").get::<i64>(0)
         })
         .await
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_token_serves_many_calls_and_is_renewed_after_expiry_and_401() {
-    let registry = TestRegistry::start(RegistryConfig {
-        token_lifetime: Duration::from_secs(6),
-        ..RegistryConfig::default()
-    })
+async fn one_token_serves_many_calls_and_is_renewed_after_expiry_and_401(backend: Backend) {
+    let registry = TestRegistry::start_on(
+        &backend,
+        RegistryConfig {
+            token_lifetime: Duration::from_secs(6),
+            ..RegistryConfig::default()
+        },
+    )
     .await;
     let client = registry.client("agent-1").await;
     for _ in 0..5 {
@@ -607,7 +609,7 @@ async fn one_token_serves_many_calls_and_is_renewed_after_expiry_and_401() {
         .running
         .registry()
         .store()
-        .transaction(|tx| Ok(tx.execute("DELETE FROM tokens", [])?))
+        .transaction(|tx| tx.execute("DELETE FROM tokens", corral_registry::params![]))
         .await
         .unwrap();
     client
@@ -621,13 +623,12 @@ async fn one_token_serves_many_calls_and_is_renewed_after_expiry_and_401() {
     assert_eq!(tokens_issued(&registry).await, 2, "renewed before expiry");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_assertion_is_accepted_once() {
+async fn an_assertion_is_accepted_once(backend: Backend) {
     use corral::client::connection::ConnectionFile;
     use josekit::jws::{JwsHeader, RS512};
     use josekit::jwt::{self, JwtPayload};
 
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let (path, _) = registry.add_agent("agent-1").await;
     let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let parsed = ConnectionFile::load(&path).unwrap();
@@ -671,9 +672,8 @@ async fn an_assertion_is_accepted_once() {
     assert!(String::from_utf8_lossy(&answer).contains("aud"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_uploaded_file_decrypts_via_the_admin_api_and_with_the_azure_sdk() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn an_uploaded_file_decrypts_via_the_admin_api_and_with_the_azure_sdk(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let client = registry.client("agent-1").await;
     let job = registry
         .post(vec![new_job("mediarequest", "agent-1", Some("cam-1"))])
@@ -749,9 +749,8 @@ async fn an_uploaded_file_decrypts_via_the_admin_api_and_with_the_azure_sdk() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_released_lock_leaves_no_file_behind_even_a_committed_one() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn a_released_lock_leaves_no_file_behind_even_a_committed_one(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let client = registry.client("agent-1").await;
     let job = registry
         .post(vec![new_job("discovery", "agent-1", None)])
@@ -906,9 +905,8 @@ retry_after_tests! {
     a_503_and_a_429_with_retry_after_on_release_are_waited_out: Release,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_initialize_answer_leaves_an_orphan_that_complete_discards() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn a_lost_initialize_answer_leaves_an_orphan_that_complete_discards(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let client = registry.client("agent-1").await;
     let job = registry
         .post(vec![new_job("thumbnail", "agent-1", Some("cam-0001"))])
@@ -952,9 +950,8 @@ async fn a_lost_initialize_answer_leaves_an_orphan_that_complete_discards() {
     assert_eq!((counts.lost, counts.dropped), (1, 1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admin_api_switches_faults_and_reports_what_the_registry_counted() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn the_admin_api_switches_faults_and_reports_what_the_registry_counted(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let base = registry.running.base_url();
     let admin = registry.running.registry().admin_token().to_string();
     let body = br#"{"fail":0.2,"drop":0.05,"lose":0.05}"#.to_vec();
@@ -1075,3 +1072,18 @@ async fn the_admin_api_switches_faults_and_reports_what_the_registry_counted() {
     assert_eq!(stats["refusedCommits"], 1, "{stats}");
     assert_eq!(stats["faults"]["refused"], 0, "{stats}");
 }
+
+corral_tests::on_every_backend!(
+    the_client_passes_every_call_and_error_code,
+    an_expired_lock_makes_the_job_available_and_its_files_dead,
+    under_thirty_percent_faults_each_call_has_exactly_one_effect,
+    two_hundred_lock_attempts_on_twenty_jobs_lock_each_once,
+    bad_input_gets_one_clear_4xx,
+    a_broken_connection_file_stops_start_up_with_one_sentence,
+    one_token_serves_many_calls_and_is_renewed_after_expiry_and_401,
+    an_assertion_is_accepted_once,
+    an_uploaded_file_decrypts_via_the_admin_api_and_with_the_azure_sdk,
+    a_released_lock_leaves_no_file_behind_even_a_committed_one,
+    a_lost_initialize_answer_leaves_an_orphan_that_complete_discards,
+    the_admin_api_switches_faults_and_reports_what_the_registry_counted,
+);
