@@ -55,14 +55,34 @@ pub struct ConnectionFile {
 /// Registers agent `agent_id` (a new key; any earlier key of it is replaced)
 /// and returns its connection file and a client secret for `client_credentials`.
 pub fn add_agent(tx: &Tx<'_>, agent_id: &str, url: &str) -> ApiResult<(ConnectionFile, String)> {
+    add_agent_at(tx, agent_id, &[url.to_string()])
+}
+
+/// Like [`add_agent`], for a registry served by several nodes: the
+/// connection file lists every one of `urls`, in order, and the agent uses
+/// the first that answers.
+pub fn add_agent_at(
+    tx: &Tx<'_>,
+    agent_id: &str,
+    urls: &[String],
+) -> ApiResult<(ConnectionFile, String)> {
     if agent_id.trim().is_empty() || agent_id.contains(['/', '@', ' ']) {
         return Err(ApiError::new(
             Code::BadRequest,
             format!("agent id `{agent_id}` must be non-empty without '/', '@' or spaces"),
         ));
     }
-    let url = url.trim_end_matches('/');
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
+    let urls: Vec<&str> = urls.iter().map(|url| url.trim_end_matches('/')).collect();
+    if urls.is_empty() {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            "an agent needs the URL of at least one registry node",
+        ));
+    }
+    if let Some(url) = urls
+        .iter()
+        .find(|url| !(url.starts_with("http://") || url.starts_with("https://")))
+    {
         return Err(ApiError::new(
             Code::BadRequest,
             format!("`{url}` is not an http(s) URL"),
@@ -90,8 +110,11 @@ pub fn add_agent(tx: &Tx<'_>, agent_id: &str, url: &str) -> ApiResult<(Connectio
         .map_err(|error| ApiError::new(Code::Internal, error.to_string()))?;
     Ok((
         ConnectionFile {
-            security_token_service_base_addresses: vec![format!("{url}/connect")],
-            api_base_addresses: vec![url.to_string()],
+            security_token_service_base_addresses: urls
+                .iter()
+                .map(|url| format!("{url}/connect"))
+                .collect(),
+            api_base_addresses: urls.iter().map(|url| url.to_string()).collect(),
             service_principal_id: agent_id.to_string(),
             tenant_id: TENANT.to_string(),
             service_principal_key: key,

@@ -120,25 +120,42 @@ impl Store {
         T: Send + 'static,
         F: FnMut(&Tx<'_>) -> Result<T, ApiError> + Send + 'static,
     {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.transaction_blocking(operation))
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || run(state.as_ref(), operation))
             .await
             .map_err(sql::storage)?
     }
 
-    /// Like [`Store::transaction`], for the command line and blocking threads
-    /// (not from inside an async task).
-    pub fn transaction_blocking<T>(
+    /// Like [`Store::transaction`], for the command line and blocking
+    /// threads. PostgreSQL's transactions run on a thread of their own, as
+    /// the caller may be inside an async runtime.
+    pub fn transaction_blocking<T: Send>(
         &self,
-        mut operation: impl FnMut(&Tx<'_>) -> Result<T, ApiError>,
+        operation: impl FnMut(&Tx<'_>) -> Result<T, ApiError> + Send,
     ) -> Result<T, ApiError> {
-        let mut value = None;
-        self.state.run(&mut |tx| {
-            value = Some(operation(tx)?);
-            Ok(())
-        })?;
-        value.ok_or_else(|| sql::storage("a transaction ended without its value"))
+        if self.shared.is_none() {
+            return run(self.state.as_ref(), operation);
+        }
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| run(self.state.as_ref(), operation))
+                .join()
+                .unwrap_or_else(|_| Err(sql::storage("a transaction panicked")))
+        })
     }
+}
+
+/// Runs `operation` in one transaction of `state`, returning its value.
+fn run<T>(
+    state: &dyn StateStore,
+    mut operation: impl FnMut(&Tx<'_>) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let mut value = None;
+    state.run(&mut |tx| {
+        value = Some(operation(tx)?);
+        Ok(())
+    })?;
+    value.ok_or_else(|| sql::storage("a transaction ended without its value"))
 }
 
 /// What the registry counts, kept in the database so a restart (even

@@ -17,6 +17,8 @@ pub struct TestRegistry {
     pub running: RunningRegistry,
     /// Its data folder.
     pub dir: tempfile::TempDir,
+    /// Where its state is.
+    pub backend: Backend,
 }
 
 /// A retry policy fast enough for tests.
@@ -42,7 +44,37 @@ impl TestRegistry {
             .start(crate::loopback())
             .await
             .expect("registry starts");
-        TestRegistry { running, dir }
+        TestRegistry {
+            running,
+            dir,
+            backend: backend.clone(),
+        }
+    }
+
+    /// Another node of this registry: the same state and data folder,
+    /// serving on a port of its own (PostgreSQL only: SQLite stays one node).
+    pub async fn another_node(&self, config: RegistryConfig) -> RunningRegistry {
+        Registry::with_store(self.backend.open(self.dir.path()), config)
+            .expect("the second node opens")
+            .start(crate::loopback())
+            .await
+            .expect("the second node starts")
+    }
+
+    /// Registers `agent_id` with a connection file listing every one of
+    /// `urls` (nodes, in order); returns the file's path.
+    pub async fn add_agent_at(&self, agent_id: &str, urls: &[String]) -> PathBuf {
+        let (agent, list) = (agent_id.to_string(), urls.to_vec());
+        let (file, _) = self
+            .running
+            .registry()
+            .store()
+            .transaction(move |tx| auth::add_agent_at(tx, &agent, &list))
+            .await
+            .expect("agent added");
+        let path = self.dir.path().join(format!("{agent_id}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+        path
     }
 
     /// Registers `agent_id`; returns the path of its connection file and its

@@ -18,6 +18,7 @@ mod error;
 pub mod faults;
 pub mod health;
 pub mod http;
+pub mod nodes;
 pub mod retry;
 pub mod uploads;
 
@@ -36,6 +37,7 @@ pub use self::error::RegistryError;
 pub use self::faults::JobFaults;
 use self::health::RegistryHealth;
 use self::http::HttpClient;
+use self::nodes::Nodes;
 use self::retry::RetryPolicy;
 pub use self::uploads::JobUploads;
 use crate::protocol::{
@@ -87,6 +89,7 @@ pub struct RegistryClient {
 struct Inner {
     http: HttpClient,
     api: String,
+    nodes: Arc<Nodes>,
     agent_id: String,
     tokens: Arc<TokenSource>,
     health: Arc<RegistryHealth>,
@@ -101,12 +104,26 @@ impl RegistryClient {
         tokens: TokenSource,
         retry: RetryPolicy,
     ) -> RegistryClient {
-        let api = api.trim_end_matches('/').to_string();
+        RegistryClient::with_nodes(http, &[api.to_string()], agent_id, tokens, retry)
+    }
+
+    /// A client of the registry whose nodes are at `apis` (base addresses,
+    /// at least one): calls go to the first that answers (see [`Nodes`]).
+    pub fn with_nodes(
+        http: HttpClient,
+        apis: &[String],
+        agent_id: &str,
+        tokens: TokenSource,
+        retry: RetryPolicy,
+    ) -> RegistryClient {
+        let nodes = Nodes::new(apis);
+        let api = nodes.urls()[0].clone();
         RegistryClient {
             inner: Arc::new(Inner {
                 http,
                 health: Arc::new(RegistryHealth::of(&api)),
                 api,
+                nodes: Arc::new(nodes),
                 agent_id: agent_id.to_string(),
                 tokens: Arc::new(tokens),
             }),
@@ -130,6 +147,7 @@ impl RegistryClient {
             inner: Arc::new(Inner {
                 http: self.inner.http.own_pool(),
                 api: self.inner.api.clone(),
+                nodes: self.inner.nodes.clone(),
                 agent_id: self.inner.agent_id.clone(),
                 tokens: self.inner.tokens.clone(),
                 health: self.inner.health.clone(),
@@ -143,8 +161,8 @@ impl RegistryClient {
         self.inner.health.clone()
     }
 
-    /// A client set up from a connection file (`api` overrides its first
-    /// ApiBaseAddresses entry when given).
+    /// A client set up from a connection file: every node its
+    /// ApiBaseAddresses lists (`api`, when given, replaces them all).
     pub fn from_connection_file(
         file: &ConnectionFile,
         agent_id: &str,
@@ -153,23 +171,28 @@ impl RegistryClient {
         retry: RetryPolicy,
     ) -> Result<RegistryClient, String> {
         let http = HttpClient::new(extra_ca)?;
-        let tokens = TokenSource::new(
+        let tokens = TokenSource::with_endpoints(
             http.clone(),
-            &file.token_endpoint(),
+            &file.token_endpoints(),
             Credentials::from_connection_file(file),
         );
-        Ok(RegistryClient::new(
-            http,
-            api.unwrap_or(&file.api),
-            agent_id,
-            tokens,
-            retry,
+        let apis = match api {
+            Some(api) => vec![api.to_string()],
+            None => file.api_all.clone(),
+        };
+        Ok(RegistryClient::with_nodes(
+            http, &apis, agent_id, tokens, retry,
         ))
     }
 
-    /// The registry's base address.
+    /// The registry's (first node's) base address.
     pub fn api(&self) -> &str {
         &self.inner.api
+    }
+
+    /// The base address of the node calls go to now.
+    pub fn current_node(&self) -> String {
+        self.inner.nodes.current().1.to_string()
     }
 
     /// The agent id.
@@ -438,18 +461,19 @@ impl RegistryClient {
                 RegistryError::Unauthorized("the token is not a valid header value".into())
             })?;
         authorization.set_sensitive(true);
+        let (node, base) = self.inner.nodes.current();
         let request = Request::builder()
             .method(method.clone())
-            .uri(format!("{}{path}", self.inner.api))
+            .uri(format!("{base}{path}"))
             .header(AUTHORIZATION, authorization)
             .header(CONTENT_TYPE, content_type)
             .body(Full::new(body))
             .map_err(|error| RegistryError::invalid(format!("{what}: {error}")))?;
-        self.inner
-            .http
-            .send(what, request)
-            .await
-            .map(|reply| reply.body)
+        let sent = self.inner.http.send(what, request).await;
+        if let Err(error) = &sent {
+            self.inner.nodes.failed(node, error);
+        }
+        sent.map(|reply| reply.body)
     }
 }
 

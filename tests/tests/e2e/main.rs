@@ -7,6 +7,7 @@ mod hostile;
 mod hotswap;
 mod http_vms;
 mod loading;
+mod nodes;
 mod polyglot;
 mod registry;
 mod scheduling;

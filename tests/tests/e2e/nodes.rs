@@ -1,0 +1,247 @@
+//! Several registry nodes on one PostgreSQL database (and one data folder
+//! for the blocks): locks stay exclusive across nodes, agents spread over
+//! the nodes do each job once, and when a node is killed (`kill -9`) its
+//! agents move to the other and every job still completes exactly once.
+//! These run on PostgreSQL only (SQLite is one node's); without
+//! `CORRAL_TEST_POSTGRES` each prints one line and passes.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use corral::client::RegistryClient;
+use corral::client::RegistryError;
+use corral::client::connection::ConnectionFile;
+use corral_camera_sim::SimConfig;
+use corral_registry::RegistryConfig;
+use corral_registry::store::{self, Counter};
+use corral_tests::backend::Backend;
+use corral_tests::registry::{TestRegistry, fast_retry, new_job};
+use corral_tests::world::World;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// A copy of the connection file at `path` listing its nodes in reverse
+/// order (the same key), for agents that should start on the other node.
+fn reversed(path: &Path, name: &str) -> std::path::PathBuf {
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    for list in ["SecurityTokenServiceBaseAddresses", "ApiBaseAddresses"] {
+        json[list].as_array_mut().unwrap().reverse();
+    }
+    let copy = path.with_file_name(name);
+    std::fs::write(&copy, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    copy
+}
+
+/// Every job final as Completed with exactly one committed file, and no
+/// complete of a job already final was ever attempted.
+async fn each_completed_once(world: &World, ids: &[String]) {
+    let done = world.wait_final(ids, Duration::from_secs(120)).await;
+    for job in &done {
+        assert_eq!(job.state, "Completed", "{job:?}");
+        let bytes = world.registry.job_plaintext(job).await;
+        assert!(bytes.starts_with(&[0xff, 0xd8, 0xff]), "a JPEG");
+    }
+    let doubles = world
+        .registry
+        .running
+        .registry()
+        .store()
+        .transaction(|tx| store::count(tx, Counter::DoubleCompletes))
+        .await
+        .unwrap();
+    assert_eq!(doubles, 0, "no job was completed twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_lock_attempts_over_two_nodes_lock_each_of_twenty_jobs_once() {
+    let Some(backend) = Backend::postgres("two_nodes_lock") else {
+        return;
+    };
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
+    let second = registry.another_node(RegistryConfig::default()).await;
+    let path = registry
+        .add_agent_at("agent-1", &[registry.running.base_url(), second.base_url()])
+        .await;
+    let file = ConnectionFile::load(&path).unwrap();
+    let clients: Vec<RegistryClient> = [registry.running.base_url(), second.base_url()]
+        .iter()
+        .map(|node| {
+            RegistryClient::from_connection_file(&file, "agent-1", Some(node), None, fast_retry())
+                .unwrap()
+        })
+        .collect();
+    for client in &clients {
+        client.check(&[]).await.unwrap();
+    }
+    let jobs = registry
+        .post(
+            (0..20)
+                .map(|i| new_job("thumbnail", "agent-1", Some(&format!("c{i}"))))
+                .collect(),
+        )
+        .await;
+    let attempts = (0..200).map(|i| {
+        let (client, job_id) = (clients[i % 2].clone(), jobs[i % 20].job_id.clone());
+        tokio::spawn(async move { (job_id.clone(), client.lock(&job_id, LEASE).await) })
+    });
+    let mut granted = HashMap::new();
+    for attempt in futures::future::join_all(attempts).await {
+        let (job_id, result) = attempt.unwrap();
+        match result {
+            Ok(_) => *granted.entry(job_id).or_insert(0) += 1,
+            Err(RegistryError::LockLost(_)) => {}
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(granted.len(), 20, "every job locked: {granted:?}");
+    assert!(granted.values().all(|&n| n == 1), "once each: {granted:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_agents_spread_over_two_nodes_do_each_job_exactly_once() {
+    let Some(backend) = Backend::postgres("two_nodes_agents") else {
+        return;
+    };
+    let world = World::start_on(
+        &backend,
+        RegistryConfig::default(),
+        SimConfig::with_devices(6),
+    )
+    .await;
+    let second = world.registry.another_node(RegistryConfig::default()).await;
+    let forward = world
+        .registry
+        .add_agent_at(
+            &world.agent_id,
+            &[world.registry.running.base_url(), second.base_url()],
+        )
+        .await;
+    let backward = reversed(&forward, "agent-1-backward.json");
+    let ids = world
+        .post(
+            (0..24)
+                .map(|i| world.job("thumbnail", Some(&format!("cam-{:04}", i % 6 + 1))))
+                .collect(),
+        )
+        .await;
+    let _agents: Vec<_> = (0..4)
+        .map(|i| {
+            let mut config = world.config();
+            config.connection_file = if i % 2 == 0 { &forward } else { &backward }.clone();
+            world.agent(config)
+        })
+        .collect();
+    each_completed_once(&world, &ids).await;
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node in a process of its own, killed (SIGKILL) when dropped.
+struct NodeProcess(Child);
+
+impl NodeProcess {
+    /// `kill -9`, and waits for it to be gone.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `corral registry serve` on `port`, a node of the registry in `data` on
+/// the database `url`, answering.
+async fn serve_node(data: &Path, url: &str, port: u16) -> NodeProcess {
+    let mut node = NodeProcess(
+        Command::new(corral_tests::chaos::corral_binary())
+            .args(["registry", "serve", "--data"])
+            .arg(data)
+            .args(["--database", url, "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("corral registry serve starts"),
+    );
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return node;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.kill();
+    panic!("the second node did not listen on {port} within 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_run_hands_its_agents_to_the_other_and_each_job_completes_once() {
+    let Some(backend) = Backend::postgres("node_killed") else {
+        return;
+    };
+    let Backend::Postgres(url) = &backend else {
+        unreachable!()
+    };
+    let world = World::start_on(
+        &backend,
+        RegistryConfig::default(),
+        SimConfig::with_devices(6),
+    )
+    .await;
+    let port = free_port();
+    let mut doomed = serve_node(world.registry.dir.path(), url, port).await;
+    // Every agent starts on the node about to die.
+    let file = world
+        .registry
+        .add_agent_at(
+            &world.agent_id,
+            &[
+                format!("http://127.0.0.1:{port}"),
+                world.registry.running.base_url(),
+            ],
+        )
+        .await;
+    let ids = world
+        .post(
+            (0..60)
+                .map(|i| world.job("thumbnail", Some(&format!("cam-{:04}", i % 6 + 1))))
+                .collect(),
+        )
+        .await;
+    let _agents: Vec<_> = (0..3)
+        .map(|_| {
+            let mut config = world.config();
+            config.connection_file = file.clone();
+            world.agent(config)
+        })
+        .collect();
+    world
+        .wait_until(&ids[..5], Duration::from_secs(60), |job| {
+            job.state == "Completed"
+        })
+        .await;
+    doomed.kill();
+    let mut left = 0;
+    for id in &ids {
+        if world.registry.job(id).await.state != "Completed" {
+            left += 1;
+        }
+    }
+    assert!(left > 0, "the node died mid-run, with jobs left");
+    each_completed_once(&world, &ids).await;
+}
