@@ -8,6 +8,7 @@
 //! nothing that was answered.
 
 pub mod pg;
+mod schema;
 pub mod sql;
 pub mod sqlite;
 

@@ -172,6 +172,37 @@ impl TestRegistry {
     }
 }
 
+/// Makes `attempts` lock attempts at once on `job_ids` (in turn), through
+/// each of `clients` in turn; returns how many were granted per job. A
+/// refusal other than the 409 of a job locked by someone else panics.
+pub async fn lock_race(
+    clients: &[RegistryClient],
+    job_ids: &[String],
+    attempts: usize,
+) -> std::collections::HashMap<String, usize> {
+    let mut racing = tokio::task::JoinSet::new();
+    for i in 0..attempts {
+        let (client, job_id) = (
+            clients[i % clients.len()].clone(),
+            job_ids[i % job_ids.len()].clone(),
+        );
+        racing.spawn(async move {
+            let lease = Duration::from_secs(60);
+            (job_id.clone(), client.lock(&job_id, lease).await)
+        });
+    }
+    let mut granted = std::collections::HashMap::new();
+    while let Some(attempt) = racing.join_next().await {
+        let (job_id, result) = attempt.expect("a lock attempt");
+        match result {
+            Ok(_) => *granted.entry(job_id).or_insert(0) += 1,
+            Err(corral::client::RegistryError::LockLost(_)) => {}
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    granted
+}
+
 /// A job of `job_type` for `agent` (media jobs get a 10-second range).
 pub fn new_job(job_type: &str, agent: &str, device: Option<&str>) -> NewJob {
     let media = job_type == "mediarequest";

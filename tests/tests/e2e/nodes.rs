@@ -5,22 +5,18 @@
 //! These run on PostgreSQL only (SQLite is one node's); without
 //! `CORRAL_TEST_POSTGRES` each prints one line and passes.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use corral::client::RegistryClient;
-use corral::client::RegistryError;
 use corral::client::connection::ConnectionFile;
 use corral_camera_sim::SimConfig;
 use corral_registry::RegistryConfig;
 use corral_registry::store::{self, Counter};
 use corral_tests::backend::Backend;
-use corral_tests::registry::{TestRegistry, fast_retry, new_job};
+use corral_tests::registry::{TestRegistry, fast_retry, lock_race, new_job};
 use corral_tests::world::World;
-
-const LEASE: Duration = Duration::from_secs(60);
 
 /// A copy of the connection file at `path` listing its nodes in reverse
 /// order (the same key), for agents that should start on the other node.
@@ -83,19 +79,8 @@ async fn two_hundred_lock_attempts_over_two_nodes_lock_each_of_twenty_jobs_once(
                 .collect(),
         )
         .await;
-    let attempts = (0..200).map(|i| {
-        let (client, job_id) = (clients[i % 2].clone(), jobs[i % 20].job_id.clone());
-        tokio::spawn(async move { (job_id.clone(), client.lock(&job_id, LEASE).await) })
-    });
-    let mut granted = HashMap::new();
-    for attempt in futures::future::join_all(attempts).await {
-        let (job_id, result) = attempt.unwrap();
-        match result {
-            Ok(_) => *granted.entry(job_id).or_insert(0) += 1,
-            Err(RegistryError::LockLost(_)) => {}
-            Err(other) => panic!("unexpected {other}"),
-        }
-    }
+    let ids: Vec<String> = jobs.iter().map(|job| job.job_id.clone()).collect();
+    let granted = lock_race(&clients, &ids, 200).await;
     assert_eq!(granted.len(), 20, "every job locked: {granted:?}");
     assert!(granted.values().all(|&n| n == 1), "once each: {granted:?}");
 }
@@ -244,4 +229,54 @@ async fn a_node_killed_mid_run_hands_its_agents_to_the_other_and_each_job_comple
     }
     assert!(left > 0, "the node died mid-run, with jobs left");
     each_completed_once(&world, &ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_started_at_once_migrate_the_database_once() {
+    let Some(backend) = Backend::postgres("migrate_once") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let opening: Vec<_> = (0..4)
+        .map(|_| {
+            let (backend, dir) = (backend.clone(), dir.path().to_path_buf());
+            std::thread::spawn(move || backend.open(&dir))
+        })
+        .collect();
+    let stores: Vec<_> = opening.into_iter().map(|t| t.join().unwrap()).collect();
+    let versions = stores[0]
+        .transaction(|tx| {
+            let row = tx.row(
+                "SELECT COUNT(*) FROM schema_migrations",
+                corral_registry::params![],
+            )?;
+            row.expect("one row").get::<i64>(0)
+        })
+        .await
+        .unwrap();
+    assert_eq!(versions, 1, "one migration recorded");
+    assert!(stores.iter().all(|store| store.engine() == "PostgreSQL"));
+}
+
+#[test]
+fn a_database_that_does_not_answer_stops_serve_with_one_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("postgres://corral:hunter2@127.0.0.1:{port}/corral");
+    let output = Command::new(corral_tests::chaos::corral_binary())
+        .args(["registry", "serve", "--data"])
+        .arg(dir.path())
+        .args(["--database", &url, "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("corral runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot connect to PostgreSQL at postgres://corral:***@127.0.0.1"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password stays hidden: {stderr}"
+    );
 }

@@ -15,7 +15,7 @@ use corral::upload::{UploadConfig, UploadSink};
 use corral_registry::routes::Endpoint;
 use corral_registry::{Fault, RegistryConfig};
 use corral_tests::backend::Backend;
-use corral_tests::registry::{TestRegistry, fast_retry, new_job, raw};
+use corral_tests::registry::{TestRegistry, fast_retry, lock_race, new_job, raw};
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -310,19 +310,8 @@ async fn two_hundred_lock_attempts_on_twenty_jobs_lock_each_once(backend: Backen
                 .collect(),
         )
         .await;
-    let attempts = (0..200).map(|i| {
-        let (client, job_id) = (client.clone(), jobs[i % 20].job_id.clone());
-        tokio::spawn(async move { (job_id.clone(), client.lock(&job_id, LEASE).await) })
-    });
-    let mut granted = std::collections::HashMap::new();
-    for attempt in futures::future::join_all(attempts).await {
-        let (job_id, result) = attempt.unwrap();
-        match result {
-            Ok(_) => *granted.entry(job_id).or_insert(0) += 1,
-            Err(RegistryError::LockLost(_)) => {}
-            Err(other) => panic!("unexpected {other}"),
-        }
-    }
+    let ids: Vec<String> = jobs.iter().map(|job| job.job_id.clone()).collect();
+    let granted = lock_race(&[client], &ids, 200).await;
     assert_eq!(granted.len(), 20);
     assert!(granted.values().all(|count| *count == 1), "{granted:?}");
 }
