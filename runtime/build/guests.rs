@@ -1,8 +1,8 @@
 // Shared by the build scripts of `runtime/` (the bundled guests) and `tests/`
 // (the hostile ones): builds guest crates of the workspace for wasm32-wasip2
-// with a nested `cargo build` into `target/guests`, a target directory of its
-// own (the outer build holds the lock on its own), and tells rustc where each
-// `.wasm` is through an environment variable.
+// with a nested `cargo build` into `target/guests` (see `guests_target_dir`),
+// a target directory of its own (the outer build holds the lock on its own),
+// and tells rustc where each `.wasm` is through an environment variable.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,10 +15,7 @@ fn build_guests(guests: &[(&str, &str)], crate_dirs: &Path) {
     for watched in ["guests", "tests/guests", "guest-sdk", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"))
-        .join("guests");
+    let target_dir = guests_target_dir(workspace);
     ensure_wasm_target();
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
@@ -57,6 +54,23 @@ fn build_guests(guests: &[(&str, &str)], crate_dirs: &Path) {
         println!("cargo:rustc-env={var}={}", wasm.display());
         let manifest = workspace.join(crate_dirs).join(name).join(format!("{name}.toml"));
         println!("cargo:rustc-env={var}_MANIFEST={}", manifest.display());
+    }
+}
+
+/// Where the nested build puts the guests: `target/guests` of this workspace;
+/// under a `CARGO_TARGET_DIR` elsewhere (one shared by several checkouts), a
+/// folder named after this checkout's path, so that one checkout's guests are
+/// never built into another's.
+fn guests_target_dir(workspace: &Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let own = workspace.join("target");
+    match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(shared) if shared != own => {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            workspace.hash(&mut hasher);
+            shared.join(format!("guests-{:016x}", hasher.finish()))
+        }
+        _ => own.join("guests"),
     }
 }
 

@@ -5,10 +5,15 @@
 //! core instances, through the store's limiter) together with what the host
 //! holds for the job (output chunks queued and sink buffers, header maps found
 //! in the resource table, the log's tail and the guest's stdio) count against
-//! one `limits.memory_mib`. CPU: the thread time of every poll of the job's
-//! futures (guest code, and the host calls it makes: random bytes, copying,
-//! hashing, TLS) counts against `limits.cpu_secs`; time spent waiting for the
-//! network is not a poll and costs nothing. The first limit hit is recorded,
+//! one `limits.memory_mib`. CPU: the time of every poll of the job's futures
+//! (guest code, and the host calls it makes: random bytes, copying, hashing,
+//! TLS) counts against `limits.cpu_secs`; time spent waiting for the network
+//! is not a poll and costs nothing. The job's own call, where guest code runs
+//! and may be preempted for long on a busy machine, is charged its thread's
+//! CPU time (a system call at each end of a poll); the helpers beside it (the
+//! connection drivers, the output writers), whose polls are short, are
+//! charged their polls' wall time from the monotonic clock (no system call),
+//! which is never less than their CPU time. The first limit hit is recorded,
 //! so the job's message names it whatever the guest made of the refusal.
 //!
 //! Every ledger also feeds two process-wide figures for `/metrics`: the bytes
@@ -188,9 +193,10 @@ impl Ledger {
             .clone()
     }
 
-    /// `future`, its polls' CPU time charged to this job. `main` marks the
-    /// job's own call (the one the epoch callback runs inside), whose poll
-    /// under way [`Ledger::cpu_spent`] counts too.
+    /// `future`, its polls' time charged to this job. `main` marks the job's
+    /// own call (the one the epoch callback runs inside): its polls are
+    /// charged thread CPU time, and the poll under way counts in
+    /// [`Ledger::cpu_spent`]; the others are charged their polls' wall time.
     pub fn meter<F: Future>(&self, future: F, main: bool) -> Metered<F> {
         Metered {
             future: Box::pin(future),
@@ -221,16 +227,19 @@ impl<F: Future> Future for Metered<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        let started = thread_cpu_nanos();
         let accounts = &this.ledger.accounts;
-        if this.main {
+        let (poll, spent) = if this.main {
+            let started = thread_cpu_nanos();
             accounts.poll_started.store(started, Ordering::Relaxed);
-        }
-        let poll = this.future.as_mut().poll(cx);
-        if this.main {
+            let poll = this.future.as_mut().poll(cx);
             accounts.poll_started.store(0, Ordering::Relaxed);
-        }
-        let spent = thread_cpu_nanos().saturating_sub(started);
+            (poll, thread_cpu_nanos().saturating_sub(started))
+        } else {
+            let started = std::time::Instant::now();
+            let poll = this.future.as_mut().poll(cx);
+            let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            (poll, spent)
+        };
         accounts.cpu_nanos.fetch_add(spent, Ordering::Relaxed);
         poll
     }
