@@ -16,7 +16,7 @@
 //! keeps them unambiguous without renaming them. A guest that is unloaded
 //! gives its devices up.
 //!
-//! The folder is watched (`super::watch`: file events where the file system
+//! The folder is watched (`super::folder_watch`: file events where the file system
 //! has them, else a scan every 250 ms): a new or changed guest is loaded once
 //! its files are complete (renamed in, or written and then quiet; on scans,
 //! the same size and time on two scans in a row, so a half-written file is

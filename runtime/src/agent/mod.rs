@@ -15,12 +15,12 @@
 pub mod backoff;
 pub mod catalog;
 pub mod config;
+pub mod folder_watch;
 pub mod lease;
 pub mod metrics;
 pub mod outcome;
 pub mod runner;
 pub mod status;
-pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -261,7 +261,10 @@ impl Agent {
     /// Meanwhile the guests folder is watched and changed guests swapped in.
     pub async fn run(self) {
         let ctx = self.ctx;
-        let watcher = tokio::spawn(watch::watch_guests(ctx.catalog.clone(), ctx.reload.clone()));
+        let watcher = tokio::spawn(folder_watch::watch_guests(
+            ctx.catalog.clone(),
+            ctx.reload.clone(),
+        ));
         let ended = Arc::new(Notify::new());
         let mut running = Running::default();
         let mut stop = ctx.stop.clone();

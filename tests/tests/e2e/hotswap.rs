@@ -248,7 +248,11 @@ async fn file_events_swap_a_renamed_in_guest_within_a_second() {
     config.cache_dir = world.registry.dir.path().join("cache");
     config.poll_interval = Duration::from_millis(50);
     let agent = world.agent(config);
-    let described = || agent.catalog.describe()["watch"].as_str().map(str::to_string);
+    let described = || {
+        agent.catalog.describe()["watch"]
+            .as_str()
+            .map(str::to_string)
+    };
     let started = Instant::now();
     while described().is_none() && started.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -266,7 +270,10 @@ async fn file_events_swap_a_renamed_in_guest_within_a_second() {
     );
     // The next job runs the version just swapped in.
     let done = world
-        .wait_final(&world.post(vec![tagged_job(&world)]).await, Duration::from_secs(20))
+        .wait_final(
+            &world.post(vec![tagged_job(&world)]).await,
+            Duration::from_secs(20),
+        )
         .await;
     let bytes = world.registry.job_plaintext(&done[0]).await;
     assert!(String::from_utf8_lossy(&bytes).contains("tag:1"));

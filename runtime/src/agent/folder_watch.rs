@@ -70,7 +70,9 @@ pub async fn watch_guests(catalog: Catalog, reload: Arc<Notify>) {
     let mut pending = Pending::default();
     let mut next_scan = Instant::now() + SAFETY_SCAN;
     loop {
-        let wake = pending.next_deadline().map_or(next_scan, |due| due.min(next_scan));
+        let wake = pending
+            .next_deadline()
+            .map_or(next_scan, |due| due.min(next_scan));
         let mut full = false;
         tokio::select! {
             event = received.recv() => match event {
@@ -154,7 +156,11 @@ impl Pending {
                 if let Some(to) = event.paths.get(1).and_then(|path| guest_stem(path)) {
                     self.complete(to, now);
                 }
-                event.paths.first().and_then(|path| guest_stem(path)).is_some()
+                event
+                    .paths
+                    .first()
+                    .and_then(|path| guest_stem(path))
+                    .is_some()
             }
             EventKind::Modify(ModifyKind::Name(RenameMode::From)) | EventKind::Remove(_) => {
                 stems().next().is_some()
@@ -242,7 +248,10 @@ mod tests {
         let start = Instant::now();
         let mut pending = Pending::default();
         pending.note(
-            &event(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["/g/a.wasm"]),
+            &event(
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                &["/g/a.wasm"],
+            ),
             start,
         );
         pending.note(
@@ -301,7 +310,10 @@ mod tests {
         let now = Instant::now();
         let mut pending = Pending::default();
         assert!(pending.note(
-            &event(EventKind::Remove(notify::event::RemoveKind::File), &["/g/a.wasm"]),
+            &event(
+                EventKind::Remove(notify::event::RemoveKind::File),
+                &["/g/a.wasm"]
+            ),
             now
         ));
         assert!(pending.note(
@@ -312,7 +324,10 @@ mod tests {
             now
         ));
         assert!(!pending.note(
-            &event(EventKind::Remove(notify::event::RemoveKind::File), &["/g/a.wasm.tmp"]),
+            &event(
+                EventKind::Remove(notify::event::RemoveKind::File),
+                &["/g/a.wasm.tmp"]
+            ),
             now
         ));
     }
