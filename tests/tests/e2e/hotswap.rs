@@ -292,3 +292,92 @@ async fn file_events_swap_a_renamed_in_guest_within_a_second() {
     eprintln!("swap: cold {cold:?}, cached {cached:?}, written in place {in_place:?}");
     agent.stop().await;
 }
+
+/// The Rust http-vms replaced by the same integration in Python (its file
+/// renamed over the Rust one, the manifest keeping the guest's name) while
+/// thumbnail jobs keep coming: no job fails, and the Python version serves
+/// the jobs after the swap. The Python component is compiled into the
+/// agent's cache beforehand, so what is tried is the swap, not a compile of
+/// 18 MB in a debug build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_guest_swapped_for_its_python_version_under_load_fails_no_job() {
+    let Some(python) = corral_tests::Lang::Python.http_vms() else {
+        return;
+    };
+    let world = World::start(RegistryConfig::default(), SimConfig::with_devices(2)).await;
+    let cache = corral_tests::test_cache_dir();
+    let manifest = std::fs::read_to_string(world.guests_dir.join("http-vms.toml"))
+        .unwrap()
+        .replace("version = \"0.1.0\"", "version = \"2.0.0\"");
+    let staging = world.registry.dir.path().join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("http-vms.wasm"), &python).unwrap();
+    std::fs::write(staging.join("http-vms.toml"), &manifest).unwrap();
+    let warm = world.runtime.clone().with_cache(&cache).unwrap();
+    let staged = tokio::task::spawn_blocking(move || {
+        corral::agent::catalog::Catalog::load(&warm, &staging).map(|catalog| catalog.guests().len())
+    })
+    .await
+    .unwrap();
+    assert_eq!(staged.unwrap(), 1, "the Python guest loads");
+
+    let mut config = world.config();
+    config.cache_dir = cache;
+    config.poll_interval = Duration::from_millis(50);
+    let agent = world.agent(config);
+    let python_guest = || {
+        agent
+            .catalog
+            .guests()
+            .into_iter()
+            .find(|guest| guest.manifest().version == "2.0.0")
+    };
+    let mut ids = Vec::new();
+    let started = Instant::now();
+    let mut swapped_at: Option<Instant> = None;
+    let mut installed = false;
+    // A job every 30 ms; Python goes in after 0.5 s; on until 1.5 s after.
+    while swapped_at.is_none_or(|at| at.elapsed() < Duration::from_millis(1500)) {
+        let device = if ids.len() % 2 == 0 {
+            "cam-0001"
+        } else {
+            "cam-0002"
+        };
+        ids.extend(world.post(vec![world.job("thumbnail", Some(device))]).await);
+        if !installed && started.elapsed() > Duration::from_millis(500) {
+            let toml = world.guests_dir.join("http-vms.toml");
+            let wasm = world.guests_dir.join("http-vms.wasm");
+            std::fs::write(toml.with_extension("toml.tmp"), &manifest).unwrap();
+            std::fs::rename(toml.with_extension("toml.tmp"), &toml).unwrap();
+            std::fs::write(wasm.with_extension("wasm.tmp"), &python).unwrap();
+            std::fs::rename(wasm.with_extension("wasm.tmp"), &wasm).unwrap();
+            installed = true;
+        }
+        if swapped_at.is_none() && python_guest().is_some() {
+            swapped_at = Some(Instant::now());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the Python version was never swapped in: {}",
+            agent.catalog.describe()
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let done = world.wait_final(&ids, Duration::from_secs(60)).await;
+    for job in &done {
+        assert_eq!(job.state, "Completed", "zero failed jobs: {job:?}");
+        let bytes = world.registry.job_plaintext(job).await;
+        assert!(bytes.starts_with(&[0xff, 0xd8, 0xff]), "a JPEG");
+    }
+    let by_python = python_guest().expect("still serving").jobs_run();
+    assert!(
+        by_python >= 10,
+        "the Python version ran {by_python} of the {} jobs",
+        done.len()
+    );
+    eprintln!(
+        "{} jobs, {by_python} of them by the Python version, none failed",
+        done.len()
+    );
+    agent.stop().await;
+}
