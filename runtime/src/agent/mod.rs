@@ -411,6 +411,10 @@ async fn take_jobs(
                 cancel_malformed(ctx, &job_id, &reason).await;
                 continue;
             }
+            Polled::Foreign { job_id, job_type } => {
+                tracing::debug!(job = job_id, "left alone: a {job_type} job, a type this agent does not know");
+                continue;
+            }
         };
         if running.count(job.job_type) >= type_limit(&ctx.config, job.job_type) {
             continue;

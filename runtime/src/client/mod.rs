@@ -70,6 +70,14 @@ pub fn uuid_v4() -> String {
 pub enum Polled {
     /// A job the agent can run.
     Job(Job),
+    /// A job of a type this agent does not know (a newer registry's): left
+    /// alone for an agent that does.
+    Foreign {
+        /// The job's id.
+        job_id: String,
+        /// Its type, as the registry spells it.
+        job_type: String,
+    },
     /// A job it cannot: its id (possibly empty) and why.
     Malformed {
         /// The job's id, if the entry had one.
@@ -77,6 +85,39 @@ pub enum Polled {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl Polled {
+    /// One entry of a poll's answer.
+    fn read(value: serde_json::Value) -> Polled {
+        let job_id = value
+            .get("jobId")
+            .and_then(|id| id.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let job_type = value.get("type").and_then(|kind| kind.as_str());
+        if let Some(job_type) =
+            job_type.filter(|kind| JobType::ALL.iter().all(|known| known.as_str() != *kind))
+        {
+            return Polled::Foreign {
+                job_id,
+                job_type: job_type.to_string(),
+            };
+        }
+        match serde_json::from_value::<Job>(value) {
+            Ok(job) => match job.validate() {
+                Ok(()) => Polled::Job(job),
+                Err(malformed) => Polled::Malformed {
+                    job_id,
+                    reason: malformed.to_string(),
+                },
+            },
+            Err(error) => Polled::Malformed {
+                reason: format!("job {job_id} is malformed: {error}"),
+                job_id,
+            },
+        }
+    }
 }
 
 /// A client of one registry, for one agent id. Cheap to clone.
@@ -220,7 +261,8 @@ impl RegistryClient {
 
     /// The available jobs of the given types, oldest first as the registry
     /// sends them. A job that does not parse or lacks what its type needs
-    /// comes back as [`Polled::Malformed`], so one bad job never hides the others.
+    /// comes back as [`Polled::Malformed`], so one bad job never hides the
+    /// others; one of a type this agent does not know as [`Polled::Foreign`].
     pub async fn poll(
         &self,
         types: &[JobType],
@@ -233,29 +275,7 @@ impl RegistryClient {
                 "GET {path}: the answer is not a list of jobs: {error}"
             ))
         })?;
-        Ok(list
-            .into_iter()
-            .map(|value| {
-                let job_id = value
-                    .get("jobId")
-                    .and_then(|id| id.as_str())
-                    .unwrap_or_default()
-                    .to_string();
-                match serde_json::from_value::<Job>(value) {
-                    Ok(job) => match job.validate() {
-                        Ok(()) => Polled::Job(job),
-                        Err(malformed) => Polled::Malformed {
-                            job_id,
-                            reason: malformed.to_string(),
-                        },
-                    },
-                    Err(error) => Polled::Malformed {
-                        reason: format!("job {job_id} is malformed: {error}"),
-                        job_id,
-                    },
-                }
-            })
-            .collect())
+        Ok(list.into_iter().map(Polled::read).collect())
     }
 
     /// Locks `job_id` for `lease`. Retries carry the same request id, so a lost
@@ -480,6 +500,49 @@ impl RegistryClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a service that writes its nulls, knows a newer job type or a
+    /// newer state would send: the valid jobs run, the new type is left for
+    /// another agent, and only a job really lacking what it needs is
+    /// malformed (cancelled by the agent).
+    #[test]
+    fn a_poll_reads_nulls_and_leaves_unknown_job_types_alone() {
+        let read = |json: serde_json::Value| Polled::read(json);
+        let with_nulls = serde_json::json!({
+            "jobId": "j1", "type": "thumbnail", "agentId": "agent-1", "deviceId": "cam-1",
+            "startTimeUtc": null, "endTimeUtc": null, "parameters": null,
+            "state": "Scheduled", "createdUtc": "2026-12-03T10:00:00Z",
+            "lockExpirationUtc": null, "taskProgress": null, "taskTotal": null,
+            "someFieldOfANewerService": {"x": 1}
+        });
+        let Polled::Job(job) = read(with_nulls) else {
+            panic!("a valid job with nulls");
+        };
+        assert!(job.parameters.is_empty() && job.state.is_none() && job.task_total == 0);
+        // .NET writes seven digits of fraction; an offset may be +00:00.
+        let dotnet_times = serde_json::json!({
+            "jobId": "m1", "type": "mediarequest", "deviceId": "cam-1",
+            "startTimeUtc": "2026-11-20T10:00:00.1234567Z",
+            "endTimeUtc": "2026-11-20T10:05:00+00:00"
+        });
+        let Polled::Job(media) = read(dotnet_times) else {
+            panic!("a media job with .NET's times");
+        };
+        let (start, end) = (media.start_time_utc.unwrap(), media.end_time_utc.unwrap());
+        assert_eq!((end - start).whole_seconds(), 299);
+        assert!(matches!(
+            read(serde_json::json!({"jobId": "j2", "type": "export", "deviceId": "cam-1"})),
+            Polled::Foreign { job_id, job_type } if job_id == "j2" && job_type == "export"
+        ));
+        assert!(matches!(
+            read(serde_json::json!({"jobId": "j3", "type": "thumbnail"})),
+            Polled::Malformed { job_id, .. } if job_id == "j3"
+        ));
+        assert!(matches!(
+            read(serde_json::json!({"jobId": "j4", "type": 7})),
+            Polled::Malformed { .. }
+        ));
+    }
 
     #[test]
     fn request_ids_are_version_4_uuids() {
