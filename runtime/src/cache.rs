@@ -60,12 +60,18 @@ pub fn current_uid() -> u32 {
 
 /// The default cache folder: the user's cache, never the guests folder.
 pub fn default_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
+    user_cache_dir().join("guests")
+}
+
+/// corral's folder in the user's cache: `$XDG_CACHE_HOME/corral`, else
+/// `~/.cache/corral` (compiled guests, the Python and JS toolchains).
+pub fn user_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .filter(|path| path.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("corral-{}", current_uid())));
-    base.join("corral").join("guests")
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("corral-{}", current_uid())))
+        .join("corral")
 }
 
 /// Whether `dir` and every folder above it are the agent's own: owned by its

@@ -4,6 +4,7 @@
 //! One test binary, so the runtime is linked once.
 
 mod dev_loop;
+mod guests_new;
 mod logs;
 mod messages;
 mod readme;

@@ -1,6 +1,7 @@
 //! What the first-hour tests share: running the real `corral` binary, the
 //! guests the build made, free ports, and a registry's data folder with agents.
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -38,11 +39,18 @@ impl From<Output> for Run {
 
 /// Runs `corral args` to its end, with no camera secret in its environment.
 pub fn corral(args: &[&str]) -> Run {
+    corral_env(args, &[])
+}
+
+/// Runs `corral args` to its end with `env` added to its environment (and
+/// no camera secret).
+pub fn corral_env(args: &[&str], env: &[(&str, &OsStr)]) -> Run {
     Command::new(CORRAL)
         .args(args)
         .env_remove("CORRAL_SECRET_CAMERA_SIM")
         .env_remove("CORRAL_LOG_FORMAT")
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .output()
         .expect("corral runs")
         .into()
@@ -138,11 +146,16 @@ pub fn polyglot_guest(file: &str) -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }
-    let why = format!(
+    skip(&format!(
         "{} is missing: run `bash tests/polyglot.sh` (tests/run.sh does)",
         path.display()
-    );
+    ));
+    None
+}
+
+/// Says on stderr that a test skips, and why; under CI (`CI=true`) a test
+/// may not skip, so this panics instead.
+pub fn skip(why: &str) {
     assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
     eprintln!("skipped: {why}");
-    None
 }
