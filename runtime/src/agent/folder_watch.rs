@@ -11,7 +11,8 @@
 //! - a removed file unloads its guest at once.
 //!
 //! A slow scan every [`SAFETY_SCAN`] stays on beside the events, for an event
-//! the kernel's queue dropped. Where events cannot be had (a file system
+//! the kernel's queue dropped (the first two, for what changed before the
+//! watch began, come [`GUEST_SCAN`] apart). Where events cannot be had (a file system
 //! without them, a watch limit reached) the folder is scanned every
 //! [`GUEST_SCAN`] instead, and a file is loaded once it is the same on two
 //! scans in a row. `/guests` says which of the two runs.
@@ -68,7 +69,11 @@ pub async fn watch_guests(catalog: Catalog, reload: Arc<Notify>) {
         }
     };
     let mut pending = Pending::default();
-    let mut next_scan = Instant::now() + SAFETY_SCAN;
+    // What changed after the catalog was loaded and before the watch began
+    // has no event: the first two scans come at the fallback's pace, so such
+    // a file settles (the same on two scans) within half a second.
+    let mut next_scan = Instant::now();
+    let mut quick_scans = 2;
     loop {
         let wake = pending
             .next_deadline()
@@ -98,7 +103,13 @@ pub async fn watch_guests(catalog: Catalog, reload: Arc<Notify>) {
             continue;
         }
         if full {
-            next_scan = Instant::now() + SAFETY_SCAN;
+            let pace = if quick_scans > 0 {
+                quick_scans -= 1;
+                GUEST_SCAN
+            } else {
+                SAFETY_SCAN
+            };
+            next_scan = Instant::now() + pace;
         }
         rescan(&catalog, ready).await;
     }

@@ -238,10 +238,10 @@ async fn until_version(agent: &corral_tests::world::RunningAgent, version: &str)
 
 /// The folder is watched through file events: a version renamed in (here one
 /// compiled before, so that compiling is not what is measured) is serving
-/// within a second, far under the slow scan beside the events; a file
+/// within 2.5 s, far under the slow scans beside the events; a file
 /// written in place loads once its writer closed it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn file_events_swap_a_renamed_in_guest_within_a_second() {
+async fn file_events_swap_a_renamed_in_guest_without_waiting_for_a_scan() {
     let (world, dir) = setup().await;
     let mut config = world.config();
     config.guests_dir = dir.clone();
@@ -264,8 +264,11 @@ async fn file_events_swap_a_renamed_in_guest_within_a_second() {
     let cold = until_version(&agent, "2.0.0").await;
     install_variant(&dir, "versioned", "1");
     let cached = until_version(&agent, "1.0.0").await;
+    // Far under the two safety scans (10 s) a missed event would wait for;
+    // the margin is for a loaded machine (the goal, in a release build, is
+    // 100 ms).
     assert!(
-        cached < Duration::from_secs(1),
+        cached < Duration::from_millis(2500),
         "a cached version renamed in took {cached:?}"
     );
     // The next job runs the version just swapped in.
@@ -286,7 +289,7 @@ async fn file_events_swap_a_renamed_in_guest_within_a_second() {
     std::fs::write(dir.join("versioned.toml"), manifest).unwrap();
     let in_place = until_version(&agent, "2.0.0").await;
     assert!(
-        in_place < Duration::from_secs(1),
+        in_place < Duration::from_millis(2500),
         "a manifest written in place took {in_place:?}"
     );
     eprintln!("swap: cold {cold:?}, cached {cached:?}, written in place {in_place:?}");
