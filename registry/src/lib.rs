@@ -6,9 +6,10 @@
 //! renewals, progress and idempotent outcomes, and encrypted uploads that are
 //! decrypted and checked block by block before a commit is accepted.
 //!
-//! State lives in a data folder: `registry.sqlite3` (SQLite, WAL), `blocks/`
-//! (uploaded blocks until their file is committed) and `files/` (committed
-//! files as ciphertext, decrypted on demand, as the real service keeps them).
+//! State lives in a data folder: `registry.sqlite3` (SQLite, WAL) and
+//! `blocks/` (each file's blocks, kept as ciphertext once committed and
+//! decrypted on demand, as the real service keeps them). The files' bytes may
+//! live in an Azure Blob Storage container instead ([`blobs`]).
 //! The command line (`corral registry ...`) works on the folder directly, also
 //! while a server runs. Instead of SQLite the state may live in PostgreSQL,
 //! shared by several registry nodes ([`store::pg`]).
@@ -18,11 +19,12 @@
 //!
 //! Modules: [`routes`] (the table the router and `/openapi.json` share),
 //! [`server`] (HTTP), [`auth`] (principals, tokens), [`jobs`] (the job state
-//! machine), [`files`] (uploads), [`admin`], [`store`] (SQLite or PostgreSQL), [`wire`] (JSON
+//! machine), [`files`] (uploads), [`admin`], [`store`] (SQLite or PostgreSQL), [`blobs`] (the folder or Azure), [`wire`] (JSON
 //! names and error codes).
 
 pub mod admin;
 pub mod auth;
+pub mod blobs;
 pub mod faults;
 pub mod files;
 pub mod jobs;

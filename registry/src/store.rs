@@ -1,5 +1,6 @@
 //! Durable state: a state store (tokens and used `jti`s, jobs, locks, files,
-//! counters) and, beside it, the data folder's blocks. The state store is
+//! counters) and, beside it, the file store holding the files' bytes
+//! ([`crate::blobs`]: the data folder's blocks, or an Azure container). The state store is
 //! SQLite in the data folder (the embedded default, [`sqlite`]) or PostgreSQL
 //! shared by several registry nodes ([`pg`]); the registry's logic sees only
 //! [`Tx`], one transaction of either. Every operation runs in one transaction
@@ -19,15 +20,18 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub use self::sql::{FromValue, Row, StateStore, ToValue, Tx, Value};
+use crate::blobs::FileStore;
+use crate::blobs::folder::FolderBlobs;
 use crate::params;
 use crate::wire::{ApiError, FileJson, JobJson};
 
-/// The state store and the folder beside it.
+/// The state store, the data folder and the file store.
 #[derive(Clone)]
 pub struct Store {
     state: Arc<dyn StateStore>,
     shared: Option<Arc<pg::PgState>>,
     dir: PathBuf,
+    blobs: Arc<dyn FileStore>,
 }
 
 /// Milliseconds since the epoch, now.
@@ -64,33 +68,41 @@ impl Store {
     /// Opens (creating if needed) the data folder `dir`, state in its SQLite
     /// database.
     pub fn open(dir: &Path) -> Result<Store, String> {
-        Store::make_dirs(dir)?;
+        let blobs = Store::make_dirs(dir)?;
         let state = sqlite::SqliteState::open(&Store::database_path(dir))?;
         Ok(Store {
             state: Arc::new(state),
             shared: None,
             dir: dir.to_path_buf(),
+            blobs,
         })
     }
 
     /// Opens the data folder `dir` for its blocks, with the state in the
     /// PostgreSQL database at `url` (migrated to this version's schema).
     pub fn open_postgres(dir: &Path, url: &str) -> Result<Store, String> {
-        Store::make_dirs(dir)?;
+        let blobs = Store::make_dirs(dir)?;
         let state = Arc::new(pg::PgState::open(url)?);
         Ok(Store {
             state: state.clone(),
             shared: Some(state),
             dir: dir.to_path_buf(),
+            blobs,
         })
     }
 
-    fn make_dirs(dir: &Path) -> Result<(), String> {
-        for sub in ["", "blocks"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(|error| format!("cannot create {}: {error}", dir.join(sub).display()))?;
-        }
-        Ok(())
+    /// The same store with the files' bytes in `blobs` instead of the data
+    /// folder's `blocks/` (e.g. an Azure container, [`crate::blobs::azure`]).
+    pub fn with_blobs(mut self, blobs: Arc<dyn FileStore>) -> Store {
+        self.blobs = blobs;
+        self
+    }
+
+    /// The data folder and its blocks folder.
+    fn make_dirs(dir: &Path) -> Result<Arc<dyn FileStore>, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+        Ok(Arc::new(FolderBlobs::open(&dir.join("blocks"))?))
     }
 
     /// The data folder.
@@ -108,9 +120,9 @@ impl Store {
         self.shared.as_deref()
     }
 
-    /// Where the blocks of `file_id` live.
-    pub fn blocks_dir(&self, file_id: &str) -> PathBuf {
-        self.dir.join("blocks").join(file_id)
+    /// Where the files' bytes live.
+    pub fn blobs(&self) -> &dyn FileStore {
+        self.blobs.as_ref()
     }
 
     /// Runs `operation` in one transaction, on the blocking pool. PostgreSQL
