@@ -3,11 +3,13 @@
 # a Python virtual environment with azure-storage-blob, the outside reader that
 # the upload's encryption is checked against (tests/interop/azure_decrypt.py).
 # Then a private PostgreSQL cluster for the registry's PostgreSQL tests
-# (tests/postgres.sh: installed from Debian when missing, stopped at the end).
+# (tests/postgres.sh: installed from Debian when missing, stopped at the end)
+# and Azurite for its Azure Blob Storage tests (tests/azurite.sh: from npm).
 # The wasm32-wasip2 target is installed by the build itself when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/postgres.sh
+source tests/azurite.sh
 venv=target/interop-venv
 if ! "$venv/bin/python" -c "import azure.storage.blob, cryptography" 2>/dev/null; then
   python3 -m venv "$venv"
@@ -33,6 +35,7 @@ binaries = [m["executable"] for m in map(json.loads, sys.stdin)
 print(binaries[-1] if binaries else "")')
 export CORRAL_BIN
 wait "$polyglot" || { echo "tests/run.sh: the Python or JavaScript guests failed to build (see above)" >&2; exit 1; }
-trap stop_postgres EXIT
+trap 'stop_postgres; stop_azurite' EXIT
 start_postgres
+start_azurite
 cargo test --workspace "$@"

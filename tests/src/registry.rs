@@ -33,7 +33,7 @@ pub fn fast_retry() -> RetryPolicy {
 impl TestRegistry {
     /// Starts a registry with `config` in a fresh folder (SQLite).
     pub async fn start(config: RegistryConfig) -> TestRegistry {
-        TestRegistry::start_on(&Backend::Sqlite, config).await
+        TestRegistry::start_on(&Backend::SQLITE, config).await
     }
 
     /// Starts a registry with `config` in a fresh folder, state on `backend`.

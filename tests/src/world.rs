@@ -54,7 +54,7 @@ pub struct RunningAgent {
 impl World {
     /// Starts a world with `config` for the registry and `sim` for the camera.
     pub async fn start(config: RegistryConfig, sim: SimConfig) -> World {
-        World::start_on(&Backend::Sqlite, config, sim).await
+        World::start_on(&Backend::SQLITE, config, sim).await
     }
 
     /// Like [`World::start`], with the registry's state on `backend`.

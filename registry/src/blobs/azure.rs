@@ -35,7 +35,8 @@ use super::{BlobError, BlockId, FileStore, Placed};
 pub const KEY_VAR: &str = "CORRAL_BLOBS_KEY";
 
 /// Azurite's well-known account key (for `devstoreaccount1`), public by design.
-pub const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IxezOAE5OfKE2Ac0a8iO3fwuyN4/dN6zUgy1MvApSeX5I7xItT3v7w==";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// The REST API version spoken.
 const VERSION: &str = "2021-08-06";
@@ -160,9 +161,13 @@ impl AzureBlobs {
             client: Client::builder(TokioExecutor::new()).build(connector),
             runtime: Some(runtime),
         };
-        blobs
-            .ensure_container()
-            .map_err(|error| format!("the blob container {}: {error}", blobs.container_url))?;
+        blobs.ensure_container().map_err(|error| {
+            let hint = match error {
+                BlobError::Refused { status: 403, .. } => format!(" (check {KEY_VAR})"),
+                _ => String::new(),
+            };
+            format!("--blobs {}: {error}{hint}", blobs.container_url)
+        })?;
         Ok(blobs)
     }
 

@@ -2,6 +2,7 @@
 //! loopback. One test binary, so wasmtime is linked once.
 
 mod agent;
+mod azure;
 mod camera_sim;
 mod hostile;
 mod hotswap;

@@ -1,9 +1,10 @@
-//! Several registry nodes on one PostgreSQL database (and one data folder
-//! for the blocks): locks stay exclusive across nodes, agents spread over
-//! the nodes do each job once, and when a node is killed (`kill -9`) its
-//! agents move to the other and every job still completes exactly once.
-//! These run on PostgreSQL only (SQLite is one node's); without
-//! `CORRAL_TEST_POSTGRES` each prints one line and passes.
+//! Several registry nodes on one PostgreSQL database and one Azurite
+//! container (or, without `CORRAL_TEST_AZURITE`, one data folder for the
+//! blocks): locks stay exclusive across nodes, agents spread over the nodes
+//! do each job once, and when a node is killed (`kill -9`) its agents move
+//! to the other and every job still completes exactly once. These run on
+//! PostgreSQL only (SQLite is one node's); without `CORRAL_TEST_POSTGRES`
+//! each prints one line and passes.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -13,6 +14,7 @@ use corral::client::RegistryClient;
 use corral::client::connection::ConnectionFile;
 use corral_camera_sim::SimConfig;
 use corral_registry::RegistryConfig;
+use corral_registry::blobs::azure::AZURITE_KEY;
 use corral_registry::store::{self, Counter};
 use corral_tests::backend::Backend;
 use corral_tests::registry::{TestRegistry, fast_retry, lock_race, new_job};
@@ -53,7 +55,7 @@ async fn each_completed_once(world: &World, ids: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_lock_attempts_over_two_nodes_lock_each_of_twenty_jobs_once() {
-    let Some(backend) = Backend::postgres("two_nodes_lock") else {
+    let Some(backend) = Backend::postgres_shared("two_nodes_lock") else {
         return;
     };
     let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
@@ -87,7 +89,7 @@ async fn two_hundred_lock_attempts_over_two_nodes_lock_each_of_twenty_jobs_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_agents_spread_over_two_nodes_do_each_job_exactly_once() {
-    let Some(backend) = Backend::postgres("two_nodes_agents") else {
+    let Some(backend) = Backend::postgres_shared("two_nodes_agents") else {
         return;
     };
     let world = World::start_on(
@@ -149,13 +151,23 @@ impl Drop for NodeProcess {
 }
 
 /// `corral registry serve` on `port`, a node of the registry in `data` on
-/// the database `url`, answering.
-async fn serve_node(data: &Path, url: &str, port: u16) -> NodeProcess {
+/// `backend`'s database (and container), answering.
+async fn serve_node(data: &Path, backend: &Backend, port: u16) -> NodeProcess {
+    let mut command = Command::new(corral_tests::chaos::corral_binary());
+    command
+        .args(["registry", "serve", "--data"])
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")]);
+    if let Some(url) = backend.postgres_url() {
+        command.args(["--database", url]);
+    }
+    if let Some(container) = backend.container_url() {
+        command
+            .args(["--blobs", container])
+            .env(corral_registry::blobs::azure::KEY_VAR, AZURITE_KEY);
+    }
     let mut node = NodeProcess(
-        Command::new(corral_tests::chaos::corral_binary())
-            .args(["registry", "serve", "--data"])
-            .arg(data)
-            .args(["--database", url, "--listen", &format!("127.0.0.1:{port}")])
+        command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -176,11 +188,8 @@ async fn serve_node(data: &Path, url: &str, port: u16) -> NodeProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_run_hands_its_agents_to_the_other_and_each_job_completes_once() {
-    let Some(backend) = Backend::postgres("node_killed") else {
+    let Some(backend) = Backend::postgres_shared("node_killed") else {
         return;
-    };
-    let Backend::Postgres(url) = &backend else {
-        unreachable!()
     };
     let world = World::start_on(
         &backend,
@@ -189,7 +198,7 @@ async fn a_node_killed_mid_run_hands_its_agents_to_the_other_and_each_job_comple
     )
     .await;
     let port = free_port();
-    let mut doomed = serve_node(world.registry.dir.path(), url, port).await;
+    let mut doomed = serve_node(world.registry.dir.path(), &backend, port).await;
     // Every agent starts on the node about to die.
     let file = world
         .registry

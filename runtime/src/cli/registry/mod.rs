@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use corral_envelope::keys::WrapAlgorithm;
+use corral_registry::blobs::azure::AzureBlobs;
 use corral_registry::{Registry, RegistryConfig, Store, auth, files, jobs};
 
 /// Arguments of `corral registry`.
@@ -38,6 +39,13 @@ enum Command {
         /// folder's SQLite, e.g. to serve it from several nodes.
         #[arg(long, value_name = "URL")]
         database: Option<String>,
+        /// Keep the files' bytes in this Azure Blob Storage container
+        /// (`https://<account>.blob.core.windows.net/<container>`, or
+        /// `http://127.0.0.1:10000/devstoreaccount1/<container>` for Azurite)
+        /// instead of the folder's `blocks/`; the account key is read from
+        /// CORRAL_BLOBS_KEY.
+        #[arg(long, value_name = "CONTAINER_URL")]
+        blobs: Option<String>,
         /// Address to listen on (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
@@ -112,6 +120,13 @@ enum Command {
         /// folder's SQLite, e.g. to serve it from several nodes.
         #[arg(long, value_name = "URL")]
         database: Option<String>,
+        /// Keep the files' bytes in this Azure Blob Storage container
+        /// (`https://<account>.blob.core.windows.net/<container>`, or
+        /// `http://127.0.0.1:10000/devstoreaccount1/<container>` for Azurite)
+        /// instead of the folder's `blocks/`; the account key is read from
+        /// CORRAL_BLOBS_KEY.
+        #[arg(long, value_name = "CONTAINER_URL")]
+        blobs: Option<String>,
         /// The file id (`corral registry jobs` lists them).
         #[arg(long, value_name = "FILE_ID")]
         file: String,
@@ -131,6 +146,13 @@ enum Command {
         /// folder's SQLite, e.g. to serve it from several nodes.
         #[arg(long, value_name = "URL")]
         database: Option<String>,
+        /// Keep the files' bytes in this Azure Blob Storage container
+        /// (`https://<account>.blob.core.windows.net/<container>`, or
+        /// `http://127.0.0.1:10000/devstoreaccount1/<container>` for Azurite)
+        /// instead of the folder's `blocks/`; the account key is read from
+        /// CORRAL_BLOBS_KEY.
+        #[arg(long, value_name = "CONTAINER_URL")]
+        blobs: Option<String>,
         /// The job id (`corral registry jobs` lists them).
         #[arg(long, value_name = "JOB_ID")]
         job: String,
@@ -147,6 +169,15 @@ fn open_store(data: &Path, database: Option<&str>) -> anyhow::Result<Store> {
         None => Store::open(data),
     }
     .map_err(anyhow::Error::msg)
+}
+
+/// `store` with its files' bytes in the Azure container `blobs`, when given.
+fn with_blobs(store: Store, blobs: Option<&str>) -> anyhow::Result<Store> {
+    let Some(url) = blobs else {
+        return Ok(store);
+    };
+    let container = AzureBlobs::from_env(url).map_err(anyhow::Error::msg)?;
+    Ok(store.with_blobs(std::sync::Arc::new(container)))
 }
 
 /// Opens the registry of `data` (or of `database`), refusing a folder that
@@ -179,6 +210,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Serve {
             data,
             database,
+            blobs,
             listen,
             max_lock_secs,
             oct_keys,
@@ -196,7 +228,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ..RegistryConfig::default()
             };
             announce_creation(&data, database.as_deref());
-            let store = open_store(&data, database.as_deref())?;
+            let store = with_blobs(open_store(&data, database.as_deref())?, blobs.as_deref())?;
+            if blobs.is_some() {
+                eprintln!("files in {}", store.blobs().describe());
+            }
             let registry = Registry::with_store(store, config).map_err(anyhow::Error::msg)?;
             if let Some(rates) = faults {
                 registry.faults().set(rates);
@@ -274,10 +309,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::File {
             data,
             database,
+            blobs,
             file,
             out,
         } => {
-            let store = open_existing(&data, database.as_deref())?;
+            let store = with_blobs(open_existing(&data, database.as_deref())?, blobs.as_deref())?;
             let row = store.transaction_blocking(|tx| files::committed(tx, &file))?;
             let plaintext = files::decrypt(&store, &row)?;
             listing::write_file(&out, &row.file_name, &plaintext)?;
@@ -286,10 +322,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::CancelJob {
             data,
             database,
+            blobs,
             job,
             reason,
         } => {
-            let store = open_existing(&data, database.as_deref())?;
+            let store = with_blobs(open_existing(&data, database.as_deref())?, blobs.as_deref())?;
             let cancelled =
                 store.transaction_blocking(|tx| jobs::cancel_by_operator(tx, &job, &reason))?;
             // The cancelled lock's blocks go now, as after an agent's cancel.
