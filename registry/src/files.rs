@@ -4,7 +4,7 @@
 //! store holds them. Committed files are kept as ciphertext + metadata, as
 //! the real service keeps them, and decrypted on demand.
 
-use crate::blobs::{BlockId, Placed};
+use crate::blobs::{BlobError, BlockId, Placed};
 use crate::params;
 use crate::store::Tx;
 use bytes::Bytes;
@@ -265,7 +265,10 @@ pub fn verify(store: &Store, plan: &CommitPlan, content_length: u64) -> ApiResul
     let blobs = store.blobs();
     blobs
         .commit(&plan.file.file_id, &ids, &data_json)
-        .map_err(internal)?;
+        .map_err(|error| match error {
+            BlobError::UnknownBlock(why) => bad(why),
+            other => internal(other),
+        })?;
     let mut hasher = Sha256::new();
     let mut plaintext = Vec::new();
     for (index, placed) in plan.blocks.iter().enumerate() {

@@ -355,7 +355,14 @@ impl FileStore for AzureBlobs {
             &headers,
             list.into(),
         )?;
-        expect(answer, &what, &[StatusCode::CREATED])
+        match expect(answer, &what, &[StatusCode::CREATED]) {
+            Err(BlobError::Refused { code, .. }) if code == "InvalidBlockList" => {
+                Err(BlobError::UnknownBlock(format!(
+                    "a block of the commit of file {file_id} is no longer staged (an earlier commit of it discarded the blocks it did not name): upload it again"
+                )))
+            }
+            other => other,
+        }
     }
 
     fn read_block(&self, file_id: &str, block: &Placed) -> Result<Vec<u8>, BlobError> {

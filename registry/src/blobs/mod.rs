@@ -104,6 +104,10 @@ pub enum BlobError {
         /// Azure's error code (`x-ms-error-code`), or the reason phrase.
         code: String,
     },
+    /// A commit named a block the store does not hold (Azure: discarded by
+    /// an earlier Put Block List of the same blob).
+    #[error("{0}")]
+    UnknownBlock(String),
     /// The store's configuration is unusable.
     #[error("{0}")]
     Config(String),

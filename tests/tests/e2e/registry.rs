@@ -12,6 +12,7 @@ use corral::client::RegistryError;
 use corral::protocol::{CompletionState, FileKind, JobType};
 use corral::sink::{OutputSink, OutputSpec};
 use corral::upload::{UploadConfig, UploadSink};
+use corral_registry::blobs::BlockId;
 use corral_registry::routes::Endpoint;
 use corral_registry::{Fault, RegistryConfig};
 use corral_tests::backend::Backend;
@@ -759,17 +760,37 @@ async fn a_released_lock_leaves_no_file_behind_even_a_committed_one(backend: Bac
     .await
     .unwrap();
     assert_eq!(registry.job(&job.job_id).await.files.unwrap().len(), 1);
+    let store = registry.running.registry().store().clone();
+    let id = file_id.clone();
+    let row = store
+        .transaction(move |tx| corral_registry::files::committed(tx, &id))
+        .await
+        .unwrap();
+    let ids: Vec<String> = serde_json::from_str(row.block_ids.as_deref().unwrap()).unwrap();
+    let ids: Vec<BlockId> = ids.iter().map(|id| BlockId::parse(id).unwrap()).collect();
+    assert!(store.blobs().read_file(&file_id, &ids).is_ok(), "stored");
     client.release(&job.job_id, &lock.lock_token).await.unwrap();
     let released = registry.job(&job.job_id).await;
     assert!(
         released.files.unwrap().is_empty(),
         "the released lock's files are gone"
     );
-    let store = registry.running.registry().store().clone();
+    let id = file_id.clone();
     let missing = store
-        .transaction(move |tx| corral_registry::files::committed(tx, &file_id))
+        .transaction(move |tx| corral_registry::files::committed(tx, &id))
         .await;
     assert!(missing.is_err());
+    // The sweep (also started by the release) deletes the bytes, blob included.
+    let sweeper = store.clone();
+    tokio::task::spawn_blocking(move || corral_registry::files::sweep_abandoned(&sweeper))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store.blobs().read_file(&file_id, &ids).is_err(),
+        "the file's bytes are gone from {}",
+        store.blobs().describe()
+    );
     // The next attempt starts clean and completes with its own file.
     let lock = client.lock(&job.job_id, LEASE).await.unwrap();
     upload(
