@@ -384,14 +384,19 @@ pub fn prune_blocks(store: &Store, file_id: &str, block_ids: &[String]) {
     store.blobs().prune(file_id, &keep);
 }
 
-/// After a commit that was not recorded (its lock had ended): deletes what
-/// the file store holds for the file now, as the sweep may have passed it
-/// before the block list was committed. A file committed meanwhile stays.
+/// After a commit that was not recorded because its lock had ended: deletes
+/// what the file store holds for the file now, as the sweep may have passed
+/// it before the block list was committed. A file committed meanwhile, or
+/// whose lock still holds (a transient failure the agent will retry), stays.
 pub fn discard_unrecorded(store: &Store, file_id: &str) -> ApiResult<()> {
     let id = file_id.to_string();
-    let committed = store
-        .transaction_blocking(|tx| Ok(store::file(tx, &id)?.is_some_and(|file| file.committed)))?;
-    if !committed {
+    let dead = store.transaction_blocking(|tx| {
+        Ok(match store::file(tx, &id)? {
+            Some(file) => !file.committed && !lock_holds(tx, &file)?,
+            None => false,
+        })
+    })?;
+    if dead {
         store.blobs().delete(file_id).map_err(internal)?;
     }
     Ok(())

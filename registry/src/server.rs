@@ -628,6 +628,9 @@ async fn commit_file(
         .transaction(move |tx| files::record_commit(tx, &plan, &body, &verified))
         .await;
     if let Err(refusal) = recorded {
+        if refusal.code != Code::Conflict {
+            return Err(refusal);
+        }
         let (discarder, id) = (store.clone(), file_id.clone());
         let _ =
             tokio::task::spawn_blocking(move || files::discard_unrecorded(&discarder, &id)).await;
