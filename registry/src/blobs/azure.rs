@@ -204,10 +204,10 @@ impl AzureBlobs {
             return if raced {
                 Ok(())
             } else {
-                expect(answer, "creating the container", &[StatusCode::CREATED])
+                check_status(answer, "creating the container", &[StatusCode::CREATED])
             };
         }
-        expect(answer, what, &[StatusCode::OK])
+        check_status(answer, what, &[StatusCode::OK])
     }
 
     /// Runs `future` on the store's runtime and waits for it, from any thread.
@@ -298,12 +298,13 @@ impl AzureBlobs {
     }
 }
 
-/// `answer` if its status is one of `expected`, else the refusal.
-fn expect(answer: Answer, what: &str, expected: &[StatusCode]) -> Result<(), BlobError> {
-    ok(answer, what, expected).map(drop)
+/// Ok if `answer`'s status is one of `expected`, else the refusal.
+fn check_status(answer: Answer, what: &str, expected: &[StatusCode]) -> Result<(), BlobError> {
+    body_of(answer, what, expected).map(drop)
 }
 
-fn ok(answer: Answer, what: &str, expected: &[StatusCode]) -> Result<Bytes, BlobError> {
+/// The body of `answer` if its status is one of `expected`, else the refusal.
+fn body_of(answer: Answer, what: &str, expected: &[StatusCode]) -> Result<Bytes, BlobError> {
     if expected.contains(&answer.status) {
         return Ok(answer.body);
     }
@@ -328,7 +329,7 @@ impl FileStore for AzureBlobs {
         let query = format!("comp=block&blockid={}", urlencoding::encode(id.as_str()));
         let what = format!("staging a block of file {file_id}");
         let answer = self.call(&what, Method::PUT, Some(file_id), &query, &[], body)?;
-        expect(answer, &what, &[StatusCode::CREATED])
+        check_status(answer, &what, &[StatusCode::CREATED])
     }
 
     fn commit(
@@ -355,7 +356,7 @@ impl FileStore for AzureBlobs {
             &headers,
             list.into(),
         )?;
-        match expect(answer, &what, &[StatusCode::CREATED]) {
+        match check_status(answer, &what, &[StatusCode::CREATED]) {
             Err(BlobError::Refused { code, .. }) if code == "InvalidBlockList" => {
                 Err(BlobError::UnknownBlock(format!(
                     "a block of the commit of file {file_id} is no longer staged (an earlier commit of it discarded the blocks it did not name): upload it again"
@@ -373,7 +374,7 @@ impl FileStore for AzureBlobs {
         let range = [("x-ms-range", format!("bytes={}-{last}", block.offset))];
         let what = format!("reading a block of file {file_id}");
         let answer = self.call(&what, Method::GET, Some(file_id), "", &range, Bytes::new())?;
-        let body = ok(
+        let body = body_of(
             answer,
             &what,
             &[StatusCode::PARTIAL_CONTENT, StatusCode::OK],
@@ -384,7 +385,7 @@ impl FileStore for AzureBlobs {
     fn read_file(&self, file_id: &str, _blocks: &[BlockId]) -> Result<Vec<u8>, BlobError> {
         let what = format!("reading file {file_id}");
         let answer = self.call(&what, Method::GET, Some(file_id), "", &[], Bytes::new())?;
-        Ok(ok(answer, &what, &[StatusCode::OK])?.to_vec())
+        Ok(body_of(answer, &what, &[StatusCode::OK])?.to_vec())
     }
 
     fn prune(&self, _file_id: &str, _keep: &[BlockId]) {
@@ -395,7 +396,7 @@ impl FileStore for AzureBlobs {
         let what = format!("deleting file {file_id}");
         let answer = self.call(&what, Method::DELETE, Some(file_id), "", &[], Bytes::new())?;
         // 404: no blob was made (staged blocks alone go after a week).
-        expect(
+        check_status(
             answer,
             &what,
             &[StatusCode::ACCEPTED, StatusCode::NOT_FOUND],
