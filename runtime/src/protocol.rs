@@ -626,10 +626,10 @@ mod rfc3339 {
 mod tests {
     #[test]
     fn a_token_lifetime_is_read_as_a_number_a_string_or_missing() {
-        let read = |json: &str| serde_json::from_str::<super::TokenAnswer>(json).map(|t| t.expires_in);
-        let answer = |expires: &str| {
-            format!(r#"{{"access_token":"t","token_type":"Bearer"{expires}}}"#)
-        };
+        let read =
+            |json: &str| serde_json::from_str::<super::TokenAnswer>(json).map(|t| t.expires_in);
+        let answer =
+            |expires: &str| format!(r#"{{"access_token":"t","token_type":"Bearer"{expires}}}"#);
         assert_eq!(read(&answer(r#","expires_in":3600"#)).unwrap(), 3600);
         assert_eq!(read(&answer(r#","expires_in":"3599""#)).unwrap(), 3599);
         assert_eq!(read(&answer(r#","expires_in":59.9"#)).unwrap(), 59);

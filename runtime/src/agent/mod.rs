@@ -412,7 +412,10 @@ async fn take_jobs(
                 continue;
             }
             Polled::Foreign { job_id, job_type } => {
-                tracing::debug!(job = job_id, "left alone: a {job_type} job, a type this agent does not know");
+                tracing::debug!(
+                    job = job_id,
+                    "left alone: a {job_type} job, a type this agent does not know"
+                );
                 continue;
             }
         };
