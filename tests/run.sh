@@ -2,14 +2,23 @@
 # Runs every test of the workspace. First it sets up the one thing cargo cannot:
 # a Python virtual environment with azure-storage-blob, the outside reader that
 # the upload's encryption is checked against (tests/interop/azure_decrypt.py).
+# Then a private PostgreSQL cluster for the registry's PostgreSQL tests
+# (tests/postgres.sh: installed from Debian when missing, stopped at the end)
+# and Azurite for its Azure Blob Storage tests (tests/azurite.sh: from npm).
 # The wasm32-wasip2 target is installed by the build itself when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tests/postgres.sh
+source tests/azurite.sh
 venv=target/interop-venv
 if ! "$venv/bin/python" -c "import azure.storage.blob, cryptography" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check azure-storage-blob cryptography
 fi
+# The Python and JavaScript guests (toolchains into target/) build beside the
+# Rust build: they need no cargo, and their installs mostly wait on the network.
+bash tests/polyglot.sh &
+polyglot=$!
 # Build everything once. The suites that start `corral` as a process take the
 # binary this build made (CORRAL_BIN), so that they never ask cargo again for a
 # build with another feature set. Arguments after `--` are the tests' own.
@@ -25,4 +34,8 @@ binaries = [m["executable"] for m in map(json.loads, sys.stdin)
             and "bin" in m["target"]["kind"] and m.get("executable")]
 print(binaries[-1] if binaries else "")')
 export CORRAL_BIN
-exec cargo test --workspace "$@"
+wait "$polyglot" || { echo "tests/run.sh: the Python or JavaScript guests failed to build (see above)" >&2; exit 1; }
+trap 'stop_postgres; stop_azurite' EXIT
+start_postgres
+start_azurite
+cargo test --workspace "$@"

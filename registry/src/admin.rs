@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::Transaction;
+use crate::store::Tx;
 use serde::Serialize;
 
 use crate::files;
@@ -11,12 +11,12 @@ use crate::store::{self, Store};
 use crate::wire::{ApiResult, FileJson, JobJson, NewJob, not_found};
 
 /// Posts jobs in one transaction (all or none).
-pub fn post_jobs(tx: &Transaction<'_>, jobs: &[NewJob]) -> ApiResult<Vec<JobJson>> {
+pub fn post_jobs(tx: &Tx<'_>, jobs: &[NewJob]) -> ApiResult<Vec<JobJson>> {
     jobs.iter().map(|job| crate::jobs::post(tx, job)).collect()
 }
 
 /// A job's files.
-pub fn job_files(tx: &Transaction<'_>, job_id: &str) -> ApiResult<Vec<FileJson>> {
+pub fn job_files(tx: &Tx<'_>, job_id: &str) -> ApiResult<Vec<FileJson>> {
     store::job(tx, job_id)?.ok_or_else(|| not_found(format!("no job {job_id}")))?;
     Ok(store::files_of(tx, job_id)?
         .iter()
@@ -38,7 +38,7 @@ pub struct DeviceJson {
 }
 
 /// Devices from the committed discovery files (newest description wins).
-pub fn devices(store: &Store, tx: &Transaction<'_>) -> ApiResult<Vec<DeviceJson>> {
+pub fn devices(store: &Store, tx: &Tx<'_>) -> ApiResult<Vec<DeviceJson>> {
     let mut devices: BTreeMap<String, DeviceJson> = BTreeMap::new();
     for file in store::committed_files(tx, "discovery")? {
         let plaintext = files::decrypt(store, &file)?;

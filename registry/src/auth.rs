@@ -5,9 +5,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::params;
+use crate::store::Tx;
 use josekit::jwk::Jwk;
 use josekit::jws::RS512;
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -53,10 +54,17 @@ pub struct ConnectionFile {
 
 /// Registers agent `agent_id` (a new key; any earlier key of it is replaced)
 /// and returns its connection file and a client secret for `client_credentials`.
-pub fn add_agent(
-    tx: &Transaction<'_>,
+pub fn add_agent(tx: &Tx<'_>, agent_id: &str, url: &str) -> ApiResult<(ConnectionFile, String)> {
+    add_agent_at(tx, agent_id, &[url.to_string()])
+}
+
+/// Like [`add_agent`], for a registry served by several nodes: the
+/// connection file lists every one of `urls`, in order, and the agent uses
+/// the first that answers.
+pub fn add_agent_at(
+    tx: &Tx<'_>,
     agent_id: &str,
-    url: &str,
+    urls: &[String],
 ) -> ApiResult<(ConnectionFile, String)> {
     if agent_id.trim().is_empty() || agent_id.contains(['/', '@', ' ']) {
         return Err(ApiError::new(
@@ -64,8 +72,17 @@ pub fn add_agent(
             format!("agent id `{agent_id}` must be non-empty without '/', '@' or spaces"),
         ));
     }
-    let url = url.trim_end_matches('/');
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
+    let urls: Vec<&str> = urls.iter().map(|url| url.trim_end_matches('/')).collect();
+    if urls.is_empty() {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            "an agent needs the URL of at least one registry node",
+        ));
+    }
+    if let Some(url) = urls
+        .iter()
+        .find(|url| !(url.starts_with("http://") || url.starts_with("https://")))
+    {
         return Err(ApiError::new(
             Code::BadRequest,
             format!("`{url}` is not an http(s) URL"),
@@ -93,8 +110,11 @@ pub fn add_agent(
         .map_err(|error| ApiError::new(Code::Internal, error.to_string()))?;
     Ok((
         ConnectionFile {
-            security_token_service_base_addresses: vec![format!("{url}/connect")],
-            api_base_addresses: vec![url.to_string()],
+            security_token_service_base_addresses: urls
+                .iter()
+                .map(|url| format!("{url}/connect"))
+                .collect(),
+            api_base_addresses: urls.iter().map(|url| url.to_string()).collect(),
             service_principal_id: agent_id.to_string(),
             tenant_id: TENANT.to_string(),
             service_principal_key: key,
@@ -104,22 +124,24 @@ pub fn add_agent(
 }
 
 /// Whether agent `agent_id` is registered (has a service principal).
-pub fn agent_exists(tx: &Transaction<'_>, agent_id: &str) -> ApiResult<bool> {
+pub fn agent_exists(tx: &Tx<'_>, agent_id: &str) -> ApiResult<bool> {
     Ok(tx
-        .query_row(
+        .row(
             "SELECT 1 FROM principals WHERE agent_id = ?1",
             params![agent_id],
-            |_| Ok(()),
-        )
-        .optional()?
+        )?
         .is_some())
 }
 
 /// The registered agent ids, sorted.
-pub fn agents(tx: &Transaction<'_>) -> ApiResult<Vec<String>> {
-    let mut statement = tx.prepare("SELECT DISTINCT agent_id FROM principals ORDER BY agent_id")?;
-    let rows = statement.query_map([], |row| row.get(0))?;
-    Ok(rows.collect::<Result<Vec<String>, _>>()?)
+pub fn agents(tx: &Tx<'_>) -> ApiResult<Vec<String>> {
+    tx.rows(
+        "SELECT DISTINCT agent_id FROM principals ORDER BY agent_id",
+        params![],
+    )?
+    .iter()
+    .map(|row| row.get(0))
+    .collect()
 }
 
 /// An OAuth2 error answer.
@@ -149,16 +171,16 @@ impl OAuthError {
     }
 }
 
-impl From<rusqlite::Error> for OAuthError {
-    fn from(error: rusqlite::Error) -> Self {
-        OAuthError::new(500, "server_error", format!("storage failed: {error}"))
+impl From<ApiError> for OAuthError {
+    fn from(error: ApiError) -> Self {
+        OAuthError::new(500, "server_error", error.message)
     }
 }
 
 /// Handles a token request (form fields); `audiences` are the URLs this
 /// endpoint accepts as `aud`. Returns the token answer's JSON.
 pub fn token(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     form: &[(String, String)],
     audiences: &[String],
     lifetime: Duration,
@@ -171,12 +193,12 @@ pub fn token(
     let client_id = field("client_id")
         .ok_or_else(|| OAuthError::new(400, "invalid_request", "client_id is missing"))?;
     let principal: Option<(String, Option<String>, Option<String>)> = tx
-        .query_row(
+        .row(
             "SELECT agent_id, public_jwk, secret_sha256 FROM principals WHERE client_id = ?1",
             params![client_id],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )
-        .optional()?;
+        )?
+        .map(|row| Ok::<_, ApiError>((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .transpose()?;
     let (agent_id, public_jwk, secret) = principal.ok_or_else(|| {
         OAuthError::new(401, "invalid_client", format!("unknown client {client_id}"))
     })?;
@@ -222,7 +244,7 @@ pub fn token(
 }
 
 fn check_assertion(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     client_id: &str,
     assertion: &str,
     public_jwk: &str,
@@ -292,13 +314,13 @@ fn check_assertion(
 }
 
 /// The agent a bearer token belongs to, if it is valid.
-pub fn authenticate(tx: &Transaction<'_>, token: &str) -> ApiResult<String> {
+pub fn authenticate(tx: &Tx<'_>, token: &str) -> ApiResult<String> {
     let agent: Option<String> = tx
-        .query_row(
+        .row(
             "SELECT agent_id FROM tokens WHERE token_sha256 = ?1 AND expires_ms > ?2",
             params![sha256_hex(token), now_ms()],
-            |row| row.get(0),
-        )
-        .optional()?;
+        )?
+        .map(|row| row.get(0))
+        .transpose()?;
     agent.ok_or_else(|| ApiError::new(Code::Unauthorized, "the bearer token is unknown or expired"))
 }

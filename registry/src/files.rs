@@ -1,16 +1,15 @@
 //! Files: Initialize (a key-encryption key per file, its private half kept
-//! here), blocks on disk, and a commit that decrypts and checks every block
-//! before it accepts. Committed files are kept as ciphertext + metadata, as
+//! here), blocks in the file store ([`crate::blobs`]), and a commit that
+//! reads back, decrypts and checks every block before it accepts, whichever
+//! store holds them. Committed files are kept as ciphertext + metadata, as
 //! the real service keeps them, and decrypted on demand.
 
-use std::path::Path;
-
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use crate::blobs::{BlobError, BlockId, Placed};
+use crate::params;
+use crate::store::Tx;
 use bytes::Bytes;
 use corral_envelope::decrypt::Decryptor;
 use corral_envelope::{EncryptionData, KeyUnwrapper, MAX_BLOCK_LEN};
-use rusqlite::{Transaction, params};
 use sha2::{Digest, Sha256};
 
 use crate::store::{self, FileRow, Store, now_ms};
@@ -50,29 +49,18 @@ pub fn check_id(what: &str, id: &str) -> ApiResult<()> {
 }
 
 /// Decodes a block id: standard padded base64 of at most 64 bytes.
-fn decode_block_id(id: &str) -> ApiResult<Vec<u8>> {
-    let bytes = STANDARD.decode(id).map_err(|_| {
-        bad(format!(
-            "block id `{}` is not standard padded base64",
-            id.escape_default()
-        ))
-    })?;
-    if bytes.is_empty() || bytes.len() > 64 {
-        return Err(bad(format!(
-            "block id `{id}` decodes to {} bytes (1 to 64 allowed)",
-            bytes.len()
-        )));
-    }
-    Ok(bytes)
+fn decode_block_id(id: &str) -> ApiResult<BlockId> {
+    BlockId::parse(id).map_err(bad)
 }
 
-fn block_file_name(id_bytes: &[u8]) -> String {
-    id_bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+/// Decodes the block ids of a commit.
+fn decode_block_ids(ids: &[String]) -> ApiResult<Vec<BlockId>> {
+    ids.iter().map(|id| decode_block_id(id)).collect()
 }
 
 /// Initialize{Media,Thumbnail,Discovery}Upload.
 pub fn initialize(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     job_id: &str,
     kind: &str,
     body: &InitializeBody,
@@ -115,19 +103,18 @@ pub fn initialize(
 }
 
 /// Whether the lock a file was initialized under is still held.
-fn lock_holds(tx: &Transaction<'_>, file: &FileRow) -> ApiResult<bool> {
+fn lock_holds(tx: &Tx<'_>, file: &FileRow) -> ApiResult<bool> {
     let job = store::job(tx, &file.job_id)?.ok_or_else(|| internal("a file without its job"))?;
     Ok(!file.abandoned && job.is_locked_by(&file.lock_token, now_ms()))
 }
 
-/// Checks that a block may be stored; returns where to write it.
+/// Checks that a block may be stored and records it; returns its id.
 pub fn check_block(
-    tx: &Transaction<'_>,
-    store: &Store,
+    tx: &Tx<'_>,
     file_id: &str,
     block_id: &str,
     length: usize,
-) -> ApiResult<std::path::PathBuf> {
+) -> ApiResult<BlockId> {
     let file = store::file(tx, file_id)?.ok_or_else(|| not_found(format!("no file {file_id}")))?;
     if length > MAX_BLOCK_LEN {
         return Err(ApiError::new(
@@ -143,19 +130,19 @@ pub fn check_block(
             "the lock file {file_id} was initialized under is gone"
         )));
     }
-    let id_bytes = decode_block_id(block_id)?;
+    let id = decode_block_id(block_id)?;
     match file.block_id_len {
-        Some(len) if len as usize != id_bytes.len() => {
+        Some(len) if len as usize != id.bytes().len() => {
             return Err(bad(format!(
                 "block id `{block_id}` decodes to {} bytes but this file's block ids decode to {len}",
-                id_bytes.len()
+                id.bytes().len()
             )));
         }
         Some(_) => {}
         None => {
             tx.execute(
                 "UPDATE files SET block_id_len = ?2 WHERE file_id = ?1",
-                params![file_id, id_bytes.len() as i64],
+                params![file_id, id.bytes().len() as i64],
             )?;
         }
     }
@@ -164,41 +151,29 @@ pub fn check_block(
          ON CONFLICT (file_id, block_id) DO UPDATE SET length = excluded.length",
         params![file_id, block_id, length as i64],
     )?;
-    Ok(store.blocks_dir(file_id).join(block_file_name(&id_bytes)))
+    Ok(id)
 }
 
-/// Writes a block durably enough for a process crash (write, then rename).
-pub fn write_block(path: &Path, block: &[Bytes]) -> ApiResult<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .ok_or_else(|| internal("a block path without a folder"))?;
-    std::fs::create_dir_all(dir).map_err(internal)?;
-    let partial = path.with_extension("partial");
-    let mut file = std::fs::File::create(&partial).map_err(internal)?;
-    for frame in block {
-        file.write_all(frame).map_err(internal)?;
-    }
-    drop(file);
-    std::fs::rename(&partial, path).map_err(internal)
+/// Stores a block that [`check_block`] accepted, in the file store.
+pub fn write_block(store: &Store, file_id: &str, id: &BlockId, block: &[Bytes]) -> ApiResult<()> {
+    store
+        .blobs()
+        .put_block(file_id, id, block)
+        .map_err(internal)
 }
 
 /// What a commit needs from the database before the slow part.
 pub struct CommitPlan {
     file: FileRow,
-    block_paths: Vec<std::path::PathBuf>,
+    /// The blocks in commit order, where each sits in the committed file.
+    blocks: Vec<Placed>,
     data: EncryptionData,
     /// Whether the same commit was already accepted (an idempotent repeat).
     pub already: bool,
 }
 
 /// Phase one of a commit: checks everything but the bytes.
-pub fn plan_commit(
-    tx: &Transaction<'_>,
-    store: &Store,
-    file_id: &str,
-    body: &CompleteFileBody,
-) -> ApiResult<CommitPlan> {
+pub fn plan_commit(tx: &Tx<'_>, file_id: &str, body: &CompleteFileBody) -> ApiResult<CommitPlan> {
     let file = store::file(tx, file_id)?.ok_or_else(|| not_found(format!("no file {file_id}")))?;
     let data: EncryptionData =
         serde_json::from_value(body.encryption_data.clone()).map_err(|error| {
@@ -216,7 +191,7 @@ pub fn plan_commit(
         if same {
             return Ok(CommitPlan {
                 file,
-                block_paths: Vec::new(),
+                blocks: Vec::new(),
                 data,
                 already: true,
             });
@@ -232,29 +207,29 @@ pub fn plan_commit(
     }
     data.check()
         .map_err(|why| bad(format!("encryptionData: {why}")))?;
-    let mut block_paths = Vec::with_capacity(body.block_ids.len());
+    let mut blocks = Vec::with_capacity(body.block_ids.len());
+    let mut offset = 0;
     for block_id in &body.block_ids {
-        let known: Option<i64> = tx
-            .query_row(
-                "SELECT length FROM blocks WHERE file_id = ?1 AND block_id = ?2",
-                params![file_id, block_id],
-                |row| row.get(0),
-            )
-            .ok();
-        if known.is_none() {
+        let known = tx.row(
+            "SELECT length FROM blocks WHERE file_id = ?1 AND block_id = ?2",
+            params![file_id, block_id],
+        )?;
+        let Some(known) = known else {
             return Err(bad(format!(
                 "block `{block_id}` of file {file_id} was never uploaded"
             )));
-        }
-        block_paths.push(
-            store
-                .blocks_dir(file_id)
-                .join(block_file_name(&decode_block_id(block_id)?)),
-        );
+        };
+        let len = known.get::<i64>(0)?.max(0) as usize;
+        blocks.push(Placed {
+            id: decode_block_id(block_id)?,
+            offset,
+            len,
+        });
+        offset += len as u64;
     }
     Ok(CommitPlan {
         file,
-        block_paths,
+        blocks,
         data,
         already: false,
     })
@@ -265,16 +240,18 @@ pub struct Verified {
     sha256: String,
 }
 
-/// Phase two (no database): decrypts every block in commit order and checks
-/// the content for its kind. The blocks already on disk become the committed
-/// file: nothing is copied.
-pub fn verify(plan: &CommitPlan, content_length: u64) -> ApiResult<Verified> {
+/// Phase two (no database): commits the block list in the file store (Azure:
+/// Put Block List, with the `EncryptionData` as the blob's metadata), then
+/// reads back and decrypts every block in commit order and checks the
+/// content for its kind. The stored blocks become the committed file:
+/// nothing is copied.
+pub fn verify(store: &Store, plan: &CommitPlan, content_length: u64) -> ApiResult<Verified> {
     let unwrapper =
         KeyUnwrapper::from_jwk_json(plan.file.private_jwk.as_bytes()).map_err(internal)?;
     let decryptor = Decryptor::new(&plan.data, &unwrapper, content_length)
         .map_err(|error| bad(error.to_string()))?;
     decryptor
-        .check_count(plan.block_paths.len() as u64)
+        .check_count(plan.blocks.len() as u64)
         .map_err(|error| bad(error.to_string()))?;
     let small = plan.file.kind != "media";
     if small && content_length > MAX_SMALL_FILE {
@@ -283,10 +260,21 @@ pub fn verify(plan: &CommitPlan, content_length: u64) -> ApiResult<Verified> {
             plan.file.kind
         )));
     }
+    let ids: Vec<BlockId> = plan.blocks.iter().map(|block| block.id.clone()).collect();
+    let data_json = serde_json::to_string(&plan.data).map_err(internal)?;
+    let blobs = store.blobs();
+    blobs
+        .commit(&plan.file.file_id, &ids, &data_json)
+        .map_err(|error| match error {
+            BlobError::UnknownBlock(why) => bad(why),
+            other => internal(other),
+        })?;
     let mut hasher = Sha256::new();
     let mut plaintext = Vec::new();
-    for (index, path) in plan.block_paths.iter().enumerate() {
-        let mut block = std::fs::read(path).map_err(internal)?;
+    for (index, placed) in plan.blocks.iter().enumerate() {
+        let mut block = blobs
+            .read_block(&plan.file.file_id, placed)
+            .map_err(internal)?;
         let plain = decryptor
             .open(index as u64, &mut block)
             .map_err(|error| bad(error.to_string()))?;
@@ -303,7 +291,8 @@ pub fn verify(plan: &CommitPlan, content_length: u64) -> ApiResult<Verified> {
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
@@ -342,7 +331,7 @@ fn check_content(kind: &str, plaintext: &[u8]) -> ApiResult<()> {
 
 /// After a refused commit: counts it as late (the file's lock had ended) or
 /// as refused (what it held was wrong).
-pub fn note_refused_commit(tx: &Transaction<'_>, file_id: &str, code: Code) -> ApiResult<()> {
+pub fn note_refused_commit(tx: &Tx<'_>, file_id: &str, code: Code) -> ApiResult<()> {
     let committed = store::file(tx, file_id)?.is_some_and(|file| file.committed);
     let counter = if code == Code::Conflict && !committed {
         store::Counter::LateCommits
@@ -354,7 +343,7 @@ pub fn note_refused_commit(tx: &Transaction<'_>, file_id: &str, code: Code) -> A
 
 /// Phase three: records the commit if the lock still holds.
 pub fn record_commit(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     plan: &CommitPlan,
     body: &CompleteFileBody,
     verified: &Verified,
@@ -388,33 +377,46 @@ pub fn record_commit(
 /// After a commit: removes the file's blocks that the commit did not name
 /// (Azure discards uncommitted blocks).
 pub fn prune_blocks(store: &Store, file_id: &str, block_ids: &[String]) {
-    let keep: Vec<String> = block_ids
+    let keep: Vec<BlockId> = block_ids
         .iter()
-        .filter_map(|id| decode_block_id(id).ok())
-        .map(|bytes| block_file_name(&bytes))
+        .filter_map(|id| BlockId::parse(id).ok())
         .collect();
-    let Ok(entries) = std::fs::read_dir(store.blocks_dir(file_id)) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !keep.contains(&name) {
-            let _ = std::fs::remove_file(entry.path());
-        }
+    store.blobs().prune(file_id, &keep);
+}
+
+/// After a commit that was not recorded because its lock had ended: deletes
+/// what the file store holds for the file now, as the sweep may have passed
+/// it before the block list was committed. A file committed meanwhile, or
+/// whose lock still holds (a transient failure the agent will retry), stays.
+pub fn discard_unrecorded(store: &Store, file_id: &str) -> ApiResult<()> {
+    let id = file_id.to_string();
+    let dead = store.transaction_blocking(|tx| {
+        Ok(match store::file(tx, &id)? {
+            Some(file) => !file.committed && !lock_holds(tx, &file)?,
+            None => false,
+        })
+    })?;
+    if dead {
+        store.blobs().delete(file_id).map_err(internal)?;
     }
+    Ok(())
 }
 
 /// Deletes the blocks of abandoned files (of locks released, cancelled or
 /// expired, or discarded at complete). Safe to run at any time.
 pub fn sweep_abandoned(store: &Store) -> ApiResult<()> {
     let abandoned: Vec<String> = store.transaction_blocking(|tx| {
-        let mut statement = tx.prepare("SELECT file_id FROM files WHERE abandoned = 1")?;
-        let ids = statement.query_map([], |row| row.get::<_, String>(0))?;
-        Ok(ids.collect::<Result<Vec<_>, _>>()?)
+        tx.rows("SELECT file_id FROM files WHERE abandoned = 1", params![])?
+            .iter()
+            .map(|row| row.get(0))
+            .collect::<Result<Vec<String>, _>>()
     })?;
     for file_id in abandoned {
-        let dir = store.blocks_dir(&file_id);
-        if !dir.exists() || std::fs::remove_dir_all(&dir).is_ok() {
+        let deleted = store.blobs().delete(&file_id);
+        if let Err(error) = &deleted {
+            tracing::warn!("cannot delete the blocks of abandoned file {file_id}: {error}");
+        }
+        if deleted.is_ok() {
             // 2: abandoned and swept, so the next sweep skips it.
             store.transaction_blocking(|tx| {
                 tx.execute(
@@ -431,7 +433,7 @@ pub fn sweep_abandoned(store: &Store) -> ApiResult<()> {
 /// At `complete`: files of this lock that received blocks must be committed;
 /// files that never received one are discarded (their Initialize answer may
 /// have been lost).
-pub fn check_all_committed(tx: &Transaction<'_>, job_id: &str, token: &str) -> ApiResult<()> {
+pub fn check_all_committed(tx: &Tx<'_>, job_id: &str, token: &str) -> ApiResult<()> {
     for file in store::files_of(tx, job_id)? {
         if file.lock_token != token || file.committed || file.abandoned {
             continue;
@@ -452,7 +454,7 @@ pub fn check_all_committed(tx: &Transaction<'_>, job_id: &str, token: &str) -> A
 
 /// Abandons every file of the lock `token` (release, cancel): a lock that ends
 /// without completing the job leaves nothing behind, committed or not.
-pub fn abandon_lock(tx: &Transaction<'_>, job_id: &str, token: &str) -> ApiResult<()> {
+pub fn abandon_lock(tx: &Tx<'_>, job_id: &str, token: &str) -> ApiResult<()> {
     tx.execute(
         "UPDATE files SET abandoned = 1 WHERE job_id = ?1 AND lock_token = ?2 AND abandoned = 0",
         params![job_id, token],
@@ -461,7 +463,7 @@ pub fn abandon_lock(tx: &Transaction<'_>, job_id: &str, token: &str) -> ApiResul
 }
 
 /// Abandons the files of earlier locks (they expired without completing).
-pub fn abandon_stale(tx: &Transaction<'_>, job_id: &str, current: &str) -> ApiResult<()> {
+pub fn abandon_stale(tx: &Tx<'_>, job_id: &str, current: &str) -> ApiResult<()> {
     tx.execute(
         "UPDATE files SET abandoned = 1 WHERE job_id = ?1 AND lock_token != ?2 AND abandoned = 0",
         params![job_id, current],
@@ -470,7 +472,7 @@ pub fn abandon_stale(tx: &Transaction<'_>, job_id: &str, current: &str) -> ApiRe
 }
 
 /// The stored metadata and key of a committed file, for decryption.
-pub fn committed(tx: &Transaction<'_>, file_id: &str) -> ApiResult<FileRow> {
+pub fn committed(tx: &Tx<'_>, file_id: &str) -> ApiResult<FileRow> {
     let file = store::file(tx, file_id)?.ok_or_else(|| not_found(format!("no file {file_id}")))?;
     if !file.committed || file.abandoned {
         return Err(not_found(format!(
@@ -484,14 +486,10 @@ pub fn committed(tx: &Transaction<'_>, file_id: &str) -> ApiResult<FileRow> {
 pub fn ciphertext(store: &Store, file: &FileRow) -> ApiResult<Vec<u8>> {
     let ids: Vec<String> =
         serde_json::from_str(file.block_ids.as_deref().unwrap_or("[]")).map_err(internal)?;
-    let mut ciphertext = Vec::new();
-    for id in ids {
-        let path = store
-            .blocks_dir(&file.file_id)
-            .join(block_file_name(&decode_block_id(&id)?));
-        ciphertext.extend_from_slice(&std::fs::read(path).map_err(internal)?);
-    }
-    Ok(ciphertext)
+    store
+        .blobs()
+        .read_file(&file.file_id, &decode_block_ids(&ids)?)
+        .map_err(internal)
 }
 
 /// Decrypts a committed file from its stored ciphertext.

@@ -2,7 +2,8 @@
 //! release, with PROTOCOL.md's idempotency rules. An expired lock is computed
 //! from the stored expiry at each request, so a restart changes nothing.
 
-use rusqlite::{Transaction, params};
+use crate::params;
+use crate::store::Tx;
 
 use crate::store::{self, JobRow, now_ms};
 use crate::wire::{
@@ -29,7 +30,7 @@ fn lock_lost(row: &JobRow) -> ApiError {
     ))
 }
 
-fn load(tx: &Transaction<'_>, job_id: &str) -> ApiResult<JobRow> {
+fn load(tx: &Tx<'_>, job_id: &str) -> ApiResult<JobRow> {
     store::job(tx, job_id)?.ok_or_else(|| not_found(format!("no job {job_id}")))
 }
 
@@ -40,7 +41,7 @@ pub fn new_job_id() -> String {
 }
 
 /// Checks and inserts a job; returns it.
-pub fn post(tx: &Transaction<'_>, job: &NewJob) -> ApiResult<JobJson> {
+pub fn post(tx: &Tx<'_>, job: &NewJob) -> ApiResult<JobJson> {
     if !JOB_TYPES.contains(&job.job_type.as_str()) {
         return Err(bad(format!(
             "unknown job type `{}`: use mediarequest, discovery or thumbnail",
@@ -102,7 +103,7 @@ pub fn post(tx: &Transaction<'_>, job: &NewJob) -> ApiResult<JobJson> {
 
 /// The available jobs of `agent_id` (expired locks count), oldest first.
 pub fn available(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     agent_id: &str,
     types: &[String],
     max: usize,
@@ -123,7 +124,7 @@ pub fn available(
 
 /// Grants a lock (or repeats the current one to a retry with the same request id).
 pub fn lock(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     job_id: &str,
     agent_id: &str,
     seconds: u64,
@@ -167,13 +168,7 @@ pub fn lock(
 }
 
 /// Records progress.
-pub fn progress(
-    tx: &Transaction<'_>,
-    job_id: &str,
-    token: &str,
-    done: i64,
-    total: i64,
-) -> ApiResult<()> {
+pub fn progress(tx: &Tx<'_>, job_id: &str, token: &str, done: i64, total: i64) -> ApiResult<()> {
     let row = load(tx, job_id)?;
     if !row.is_locked_by(token, now_ms()) {
         return Err(lock_lost(&row));
@@ -191,13 +186,7 @@ pub fn progress(
 }
 
 /// Extends the lock.
-pub fn renew(
-    tx: &Transaction<'_>,
-    job_id: &str,
-    token: &str,
-    seconds: u64,
-    cap: u64,
-) -> ApiResult<i64> {
+pub fn renew(tx: &Tx<'_>, job_id: &str, token: &str, seconds: u64, cap: u64) -> ApiResult<i64> {
     let row = load(tx, job_id)?;
     if !row.is_locked_by(token, now_ms()) {
         return Err(lock_lost(&row));
@@ -212,7 +201,7 @@ pub fn renew(
 
 /// Completes the job in `state`.
 pub fn complete(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     job_id: &str,
     token: &str,
     state: &str,
@@ -236,7 +225,7 @@ pub fn complete(
 
 /// After a refused complete: counts it if it tried to complete a job that is
 /// already final (anything but the idempotent repeat, which is accepted).
-pub fn note_refused_complete(tx: &Transaction<'_>, job_id: &str) -> ApiResult<()> {
+pub fn note_refused_complete(tx: &Tx<'_>, job_id: &str) -> ApiResult<()> {
     if store::job(tx, job_id)?.is_some_and(|row| row.is_final()) {
         store::bump(tx, store::Counter::DoubleCompletes)?;
     }
@@ -244,7 +233,7 @@ pub fn note_refused_complete(tx: &Transaction<'_>, job_id: &str) -> ApiResult<()
 }
 
 /// Cancels the job for good.
-pub fn cancel(tx: &Transaction<'_>, job_id: &str, token: &str, reason: &str) -> ApiResult<()> {
+pub fn cancel(tx: &Tx<'_>, job_id: &str, token: &str, reason: &str) -> ApiResult<()> {
     if reason.trim().is_empty() {
         return Err(bad("a cancel needs a reason"));
     }
@@ -263,7 +252,7 @@ pub fn cancel(tx: &Transaction<'_>, job_id: &str, token: &str, reason: &str) -> 
 /// holds it: an available job is never offered again, and a locked one's
 /// agent loses its lock (its next renewal or upload answers 409) and its
 /// files of that lock are discarded. A job already final is refused.
-pub fn cancel_by_operator(tx: &Transaction<'_>, job_id: &str, reason: &str) -> ApiResult<JobJson> {
+pub fn cancel_by_operator(tx: &Tx<'_>, job_id: &str, reason: &str) -> ApiResult<JobJson> {
     if reason.trim().is_empty() {
         return Err(bad("a cancel needs a reason"));
     }
@@ -279,7 +268,7 @@ pub fn cancel_by_operator(tx: &Transaction<'_>, job_id: &str, reason: &str) -> A
 }
 
 fn finish(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     job_id: &str,
     token: Option<&str>,
     state: &str,
@@ -294,7 +283,7 @@ fn finish(
 }
 
 /// Makes the job available again.
-pub fn release(tx: &Transaction<'_>, job_id: &str, token: &str) -> ApiResult<()> {
+pub fn release(tx: &Tx<'_>, job_id: &str, token: &str) -> ApiResult<()> {
     let row = load(tx, job_id)?;
     if row.state == "Available" && row.released_token.as_deref() == Some(token) {
         return Ok(());
@@ -312,7 +301,7 @@ pub fn release(tx: &Transaction<'_>, job_id: &str, token: &str) -> ApiResult<()>
 }
 
 /// One job with its files.
-pub fn get(tx: &Transaction<'_>, job_id: &str) -> ApiResult<JobJson> {
+pub fn get(tx: &Tx<'_>, job_id: &str) -> ApiResult<JobJson> {
     let row = load(tx, job_id)?;
     let mut json = row.to_json(now_ms());
     json.files = Some(
@@ -325,11 +314,7 @@ pub fn get(tx: &Transaction<'_>, job_id: &str) -> ApiResult<JobJson> {
 }
 
 /// All jobs, optionally filtered, oldest first, with their files.
-pub fn list(
-    tx: &Transaction<'_>,
-    state: Option<&str>,
-    agent: Option<&str>,
-) -> ApiResult<Vec<JobJson>> {
+pub fn list(tx: &Tx<'_>, state: Option<&str>, agent: Option<&str>) -> ApiResult<Vec<JobJson>> {
     let now = now_ms();
     let rows = store::jobs_where(tx, "1 = 1", &[])?;
     let mut jobs = Vec::new();

@@ -6,22 +6,25 @@
 //! renewals, progress and idempotent outcomes, and encrypted uploads that are
 //! decrypted and checked block by block before a commit is accepted.
 //!
-//! State lives in a data folder: `registry.sqlite3` (SQLite, WAL), `blocks/`
-//! (uploaded blocks until their file is committed) and `files/` (committed
-//! files as ciphertext, decrypted on demand, as the real service keeps them).
+//! State lives in a data folder: `registry.sqlite3` (SQLite, WAL) and
+//! `blocks/` (each file's blocks, kept as ciphertext once committed and
+//! decrypted on demand, as the real service keeps them). The files' bytes may
+//! live in an Azure Blob Storage container instead ([`blobs`]).
 //! The command line (`corral registry ...`) works on the folder directly, also
-//! while a server runs.
+//! while a server runs. Instead of SQLite the state may live in PostgreSQL,
+//! shared by several registry nodes ([`store::pg`]).
 //!
 //! Every agent-service call and the token endpoint can be made to fail on
 //! purpose ([`faults`]), for tests and chaos runs.
 //!
 //! Modules: [`routes`] (the table the router and `/openapi.json` share),
 //! [`server`] (HTTP), [`auth`] (principals, tokens), [`jobs`] (the job state
-//! machine), [`files`] (uploads), [`admin`], [`store`] (SQLite), [`wire`] (JSON
+//! machine), [`files`] (uploads), [`admin`], [`store`] (SQLite or PostgreSQL), [`blobs`] (the folder or Azure), [`wire`] (JSON
 //! names and error codes).
 
 pub mod admin;
 pub mod auth;
+pub mod blobs;
 pub mod faults;
 pub mod files;
 pub mod jobs;
@@ -79,10 +82,16 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Opens the data folder `dir` (created if missing).
+    /// Opens the data folder `dir` (created if missing), state in its SQLite
+    /// database.
     pub fn open(dir: &Path, config: RegistryConfig) -> Result<Registry, String> {
-        let store = Store::open(dir)?;
-        let admin_token = admin_token(dir)?;
+        Registry::with_store(Store::open(dir)?, config)
+    }
+
+    /// A registry over `store` (see [`Store::open_postgres`] for a node of
+    /// several on one database).
+    pub fn with_store(store: Store, config: RegistryConfig) -> Result<Registry, String> {
+        let admin_token = admin_token(&store)?;
         Ok(Registry {
             store,
             keys: keys::KeyPool::new(config.key_algorithm),
@@ -137,12 +146,21 @@ impl Registry {
     }
 }
 
-fn admin_token(dir: &Path) -> Result<String, String> {
-    let path = dir.join("admin-token");
-    if let Ok(token) = std::fs::read_to_string(&path) {
-        return Ok(token.trim().to_string());
-    }
-    let token = auth::random_token();
+/// The admin token: in the data folder's `admin-token`, and with a shared
+/// state store the one all nodes share (written to that file too).
+fn admin_token(store: &Store) -> Result<String, String> {
+    let path = store.dir().join("admin-token");
+    let token = match store.shared() {
+        Some(shared) => shared
+            .shared_setting("admin_token", &auth::random_token())
+            .map_err(|error| error.message)?,
+        None => {
+            if let Ok(token) = std::fs::read_to_string(&path) {
+                return Ok(token.trim().to_string());
+            }
+            auth::random_token()
+        }
+    };
     std::fs::write(&path, &token)
         .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     #[cfg(unix)]

@@ -467,7 +467,9 @@ async fn agent_or_admin(
             let keys = registry.keys.take(&format!("kek-{file_id}"))?;
             let id = file_id.clone();
             let jwk = store
-                .transaction(move |tx| files::initialize(tx, &job_id, &kind, &body, &id, keys))
+                .transaction(move |tx| {
+                    files::initialize(tx, &job_id, &kind, &body, &id, keys.clone())
+                })
                 .await?;
             Ok(json_answer(
                 StatusCode::OK,
@@ -478,15 +480,16 @@ async fn agent_or_admin(
             let (file_id, block_id) = (param(0), param(1));
             let block = frames(request, corral_envelope::MAX_BLOCK_LEN).await?;
             let length = block.iter().map(Bytes::len).sum();
-            let checker = store.clone();
-            let path = store
-                .transaction(move |tx| {
-                    files::check_block(tx, &checker, &file_id, &block_id, length)
-                })
+            let id = file_id.clone();
+            let block_id = store
+                .transaction(move |tx| files::check_block(tx, &id, &block_id, length))
                 .await?;
-            tokio::task::spawn_blocking(move || files::write_block(&path, &block))
-                .await
-                .map_err(|error| ApiError::new(Code::Internal, error.to_string()))??;
+            let writer = store.clone();
+            tokio::task::spawn_blocking(move || {
+                files::write_block(&writer, &file_id, &block_id, &block)
+            })
+            .await
+            .map_err(|error| ApiError::new(Code::Internal, error.to_string()))??;
             Ok(empty(StatusCode::CREATED))
         }
         Endpoint::CompleteFile => {
@@ -607,22 +610,32 @@ async fn commit_file(
     let store = store.clone();
     let body: wire::CompleteFileBody = json_body(request).await?;
     let body = Arc::new(body);
-    let (planner, plan_body, plan_id) = (store.clone(), body.clone(), file_id.clone());
+    let (plan_body, plan_id) = (body.clone(), file_id.clone());
     let plan = store
-        .transaction(move |tx| files::plan_commit(tx, &planner, &plan_id, &plan_body))
+        .transaction(move |tx| files::plan_commit(tx, &plan_id, &plan_body))
         .await?;
     if plan.already {
         return Ok(empty(StatusCode::NO_CONTENT));
     }
     let plan = Arc::new(plan);
-    let (verify_plan, length) = (plan.clone(), body.content_length);
-    let verified = tokio::task::spawn_blocking(move || files::verify(&verify_plan, length))
-        .await
-        .map_err(|error| ApiError::new(Code::Internal, error.to_string()))??;
+    let (verifier, verify_plan, length) = (store.clone(), plan.clone(), body.content_length);
+    let verified =
+        tokio::task::spawn_blocking(move || files::verify(&verifier, &verify_plan, length))
+            .await
+            .map_err(|error| ApiError::new(Code::Internal, error.to_string()))??;
     let block_ids = body.block_ids.clone();
-    store
+    let recorded = store
         .transaction(move |tx| files::record_commit(tx, &plan, &body, &verified))
-        .await?;
+        .await;
+    if let Err(refusal) = recorded {
+        if refusal.code != Code::Conflict {
+            return Err(refusal);
+        }
+        let (discarder, id) = (store.clone(), file_id.clone());
+        let _ =
+            tokio::task::spawn_blocking(move || files::discard_unrecorded(&discarder, &id)).await;
+        return Err(refusal);
+    }
     let pruner = store.clone();
     let _ = tokio::task::spawn_blocking(move || files::prune_blocks(&pruner, &file_id, &block_ids))
         .await;

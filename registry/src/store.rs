@@ -1,98 +1,37 @@
-//! Durable state: one SQLite database (WAL) in the data folder, plus a folder
-//! of blocks and a folder of committed files. Every operation runs in one
-//! immediate transaction on the blocking pool, so concurrent requests, and the
-//! command line working on the same folder, see a consistent state; a restart
-//! (even after `kill -9`) forgets nothing that was answered.
+//! Durable state: a state store (tokens and used `jti`s, jobs, locks, files,
+//! counters) and, beside it, the file store holding the files' bytes
+//! ([`crate::blobs`]: the data folder's blocks, or an Azure container). The state store is
+//! SQLite in the data folder (the embedded default, [`sqlite`]) or PostgreSQL
+//! shared by several registry nodes ([`pg`]); the registry's logic sees only
+//! [`Tx`], one transaction of either. Every operation runs in one transaction
+//! on the blocking pool, so concurrent requests, other nodes and the command
+//! line see a consistent state; a restart (even after `kill -9`) forgets
+//! nothing that was answered.
+
+pub mod pg;
+mod schema;
+pub mod sql;
+pub mod sqlite;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::wire::{ApiError, Code, FileJson, JobJson};
+pub use self::sql::{FromValue, Row, StateStore, ToValue, Tx, Value};
+use crate::blobs::FileStore;
+use crate::blobs::folder::FolderBlobs;
+use crate::params;
+use crate::wire::{ApiError, FileJson, JobJson};
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS principals (
-    client_id TEXT PRIMARY KEY,
-    agent_id TEXT NOT NULL,
-    public_jwk TEXT,
-    secret_sha256 TEXT,
-    created_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS used_jtis (
-    jti TEXT PRIMARY KEY,
-    expires_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tokens (
-    token_sha256 TEXT PRIMARY KEY,
-    client_id TEXT NOT NULL,
-    agent_id TEXT NOT NULL,
-    expires_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id TEXT NOT NULL UNIQUE,
-    job_type TEXT NOT NULL,
-    agent_id TEXT NOT NULL,
-    device_id TEXT,
-    start_utc TEXT,
-    end_utc TEXT,
-    parameters TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    lock_token TEXT,
-    lock_request_id TEXT,
-    lock_expires_ms INTEGER,
-    task_progress INTEGER NOT NULL DEFAULT 0,
-    task_total INTEGER NOT NULL DEFAULT 0,
-    message TEXT,
-    final_token TEXT,
-    released_token TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_by_agent ON jobs (agent_id, state, seq);
-CREATE TABLE IF NOT EXISTS files (
-    file_id TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    lock_token TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    file_name TEXT NOT NULL,
-    content_type TEXT NOT NULL,
-    device_id TEXT,
-    private_jwk TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    block_id_len INTEGER,
-    committed INTEGER NOT NULL DEFAULT 0,
-    abandoned INTEGER NOT NULL DEFAULT 0,
-    commit_token TEXT,
-    block_ids TEXT,
-    encryption_data TEXT,
-    content_length INTEGER,
-    sha256 TEXT
-);
-CREATE INDEX IF NOT EXISTS files_by_job ON files (job_id);
--- The sweep after each job call reads only the files waiting to be swept.
-CREATE INDEX IF NOT EXISTS files_to_sweep ON files (file_id) WHERE abandoned = 1;
-CREATE TABLE IF NOT EXISTS blocks (
-    file_id TEXT NOT NULL,
-    block_id TEXT NOT NULL,
-    length INTEGER NOT NULL,
-    PRIMARY KEY (file_id, block_id)
-);
--- What the registry counts across restarts (see `Counter`).
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"#;
-
-/// The database and the folders beside it.
+/// The state store, the data folder and the file store.
 #[derive(Clone)]
 pub struct Store {
-    connection: Arc<Mutex<Connection>>,
+    state: Arc<dyn StateStore>,
+    shared: Option<Arc<pg::PgState>>,
     dir: PathBuf,
+    blobs: Arc<dyn FileStore>,
 }
 
 /// Milliseconds since the epoch, now.
@@ -113,16 +52,6 @@ pub fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()
 }
 
-fn internal(error: impl std::fmt::Display) -> ApiError {
-    ApiError::new(Code::Internal, format!("storage failed: {error}"))
-}
-
-impl From<rusqlite::Error> for ApiError {
-    fn from(error: rusqlite::Error) -> Self {
-        internal(error)
-    }
-}
-
 impl Store {
     /// The database file of the data folder `dir`.
     pub fn database_path(dir: &Path) -> PathBuf {
@@ -136,25 +65,44 @@ impl Store {
         Store::database_path(dir).is_file()
     }
 
-    /// Opens (creating if needed) the data folder `dir`.
+    /// Opens (creating if needed) the data folder `dir`, state in its SQLite
+    /// database.
     pub fn open(dir: &Path) -> Result<Store, String> {
-        for sub in ["", "blocks"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(|error| format!("cannot create {}: {error}", dir.join(sub).display()))?;
-        }
-        let path = Store::database_path(dir);
-        let connection = Connection::open(&path)
-            .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
-        connection
-            .busy_timeout(Duration::from_secs(10))
-            .and_then(|()| connection.pragma_update(None, "journal_mode", "WAL"))
-            .and_then(|()| connection.pragma_update(None, "synchronous", "NORMAL"))
-            .and_then(|()| connection.execute_batch(SCHEMA))
-            .map_err(|error| format!("cannot set up {}: {error}", path.display()))?;
+        let blobs = Store::make_dirs(dir)?;
+        let state = sqlite::SqliteState::open(&Store::database_path(dir))?;
         Ok(Store {
-            connection: Arc::new(Mutex::new(connection)),
+            state: Arc::new(state),
+            shared: None,
             dir: dir.to_path_buf(),
+            blobs,
         })
+    }
+
+    /// Opens the data folder `dir` for its blocks, with the state in the
+    /// PostgreSQL database at `url` (migrated to this version's schema).
+    pub fn open_postgres(dir: &Path, url: &str) -> Result<Store, String> {
+        let blobs = Store::make_dirs(dir)?;
+        let state = Arc::new(pg::PgState::open(url)?);
+        Ok(Store {
+            state: state.clone(),
+            shared: Some(state),
+            dir: dir.to_path_buf(),
+            blobs,
+        })
+    }
+
+    /// The same store with the files' bytes in `blobs` instead of the data
+    /// folder's `blocks/` (e.g. an Azure container, [`crate::blobs::azure`]).
+    pub fn with_blobs(mut self, blobs: Arc<dyn FileStore>) -> Store {
+        self.blobs = blobs;
+        self
+    }
+
+    /// The data folder and its blocks folder.
+    fn make_dirs(dir: &Path) -> Result<Arc<dyn FileStore>, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+        Ok(Arc::new(FolderBlobs::open(&dir.join("blocks"))?))
     }
 
     /// The data folder.
@@ -162,44 +110,65 @@ impl Store {
         &self.dir
     }
 
-    /// Where the blocks of `file_id` live.
-    pub fn blocks_dir(&self, file_id: &str) -> PathBuf {
-        self.dir.join("blocks").join(file_id)
+    /// The state store's engine: `SQLite` or `PostgreSQL`.
+    pub fn engine(&self) -> &'static str {
+        self.state.engine()
     }
 
-    /// Runs `operation` in one immediate transaction, on the blocking pool.
+    /// The PostgreSQL state store, when the state is shared by several nodes.
+    pub fn shared(&self) -> Option<&pg::PgState> {
+        self.shared.as_deref()
+    }
+
+    /// Where the files' bytes live.
+    pub fn blobs(&self) -> &dyn FileStore {
+        self.blobs.as_ref()
+    }
+
+    /// Runs `operation` in one transaction, on the blocking pool. PostgreSQL
+    /// may run it more than once (after a conflict with another node), so
+    /// it must do nothing but through `tx`.
     pub async fn transaction<T, F>(&self, operation: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T, ApiError> + Send + 'static,
+        F: FnMut(&Tx<'_>) -> Result<T, ApiError> + Send + 'static,
     {
-        let connection = self.connection.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = operation(&transaction)?;
-            transaction.commit()?;
-            Ok(value)
-        })
-        .await
-        .map_err(internal)?
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || run(state.as_ref(), operation))
+            .await
+            .map_err(sql::storage)?
     }
 
-    /// Like [`Store::transaction`], for the command line (no async runtime).
-    pub fn transaction_blocking<T>(
+    /// Like [`Store::transaction`], for the command line and blocking
+    /// threads. PostgreSQL's transactions run on a thread of their own, as
+    /// the caller may be inside an async runtime.
+    pub fn transaction_blocking<T: Send>(
         &self,
-        operation: impl FnOnce(&Transaction<'_>) -> Result<T, ApiError>,
+        operation: impl FnMut(&Tx<'_>) -> Result<T, ApiError> + Send,
     ) -> Result<T, ApiError> {
-        let mut connection = self
-            .connection
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = operation(&transaction)?;
-        transaction.commit()?;
-        Ok(value)
+        if self.shared.is_none() {
+            return run(self.state.as_ref(), operation);
+        }
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| run(self.state.as_ref(), operation))
+                .join()
+                .unwrap_or_else(|_| Err(sql::storage("a transaction panicked")))
+        })
     }
+}
+
+/// Runs `operation` in one transaction of `state`, returning its value.
+fn run<T>(
+    state: &dyn StateStore,
+    mut operation: impl FnMut(&Tx<'_>) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let mut value = None;
+    state.run(&mut |tx| {
+        value = Some(operation(tx)?);
+        Ok(())
+    })?;
+    value.ok_or_else(|| sql::storage("a transaction ended without its value"))
 }
 
 /// What the registry counts, kept in the database so a restart (even
@@ -230,24 +199,24 @@ impl Counter {
 }
 
 /// Adds one to `counter`.
-pub fn bump(tx: &Transaction<'_>, counter: Counter) -> Result<(), ApiError> {
+pub fn bump(tx: &Tx<'_>, counter: Counter) -> Result<(), ApiError> {
     tx.execute(
         "INSERT INTO counters (name, value) VALUES (?1, 1)
-         ON CONFLICT (name) DO UPDATE SET value = value + 1",
-        [counter.name()],
+         ON CONFLICT (name) DO UPDATE SET value = counters.value + 1",
+        params![counter.name()],
     )?;
     Ok(())
 }
 
 /// The value of `counter`.
-pub fn count(tx: &Transaction<'_>, counter: Counter) -> Result<u64, ApiError> {
+pub fn count(tx: &Tx<'_>, counter: Counter) -> Result<u64, ApiError> {
     let value: Option<i64> = tx
-        .query_row(
+        .row(
             "SELECT value FROM counters WHERE name = ?1",
-            [counter.name()],
-            |row| row.get(0),
-        )
-        .ok();
+            params![counter.name()],
+        )?
+        .map(|row| row.get(0))
+        .transpose()?;
     Ok(value.unwrap_or(0).max(0) as u64)
 }
 
@@ -280,7 +249,7 @@ impl JobRow {
     const COLUMNS: &'static str = "job_id, job_type, agent_id, device_id, start_utc, end_utc, parameters, state, \
         created_ms, lock_token, lock_request_id, lock_expires_ms, task_progress, task_total, message, final_token, released_token";
 
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    fn from_row(row: &Row) -> Result<JobRow, ApiError> {
         Ok(JobRow {
             job_id: row.get(0)?,
             job_type: row.get(1)?,
@@ -355,26 +324,28 @@ impl JobRow {
 }
 
 /// Reads one job.
-pub fn job(tx: &Transaction<'_>, job_id: &str) -> Result<Option<JobRow>, ApiError> {
+pub fn job(tx: &Tx<'_>, job_id: &str) -> Result<Option<JobRow>, ApiError> {
     let sql = format!("SELECT {} FROM jobs WHERE job_id = ?1", JobRow::COLUMNS);
-    Ok(tx
-        .query_row(&sql, params![job_id], JobRow::from_row)
-        .optional()?)
+    tx.row(&sql, params![job_id])?
+        .as_ref()
+        .map(JobRow::from_row)
+        .transpose()
 }
 
 /// Reads jobs matching a WHERE clause (with `?1`.. parameters), oldest first.
 pub fn jobs_where(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     clause: &str,
-    values: &[&dyn rusqlite::ToSql],
+    values: &[&dyn ToValue],
 ) -> Result<Vec<JobRow>, ApiError> {
     let sql = format!(
         "SELECT {} FROM jobs WHERE {clause} ORDER BY seq",
         JobRow::COLUMNS
     );
-    let mut statement = tx.prepare(&sql)?;
-    let rows = statement.query_map(values, JobRow::from_row)?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    tx.rows(&sql, values)?
+        .iter()
+        .map(JobRow::from_row)
+        .collect()
 }
 
 /// One row of `files`.
@@ -403,7 +374,7 @@ impl FileRow {
     const COLUMNS: &'static str = "file_id, job_id, lock_token, kind, file_name, content_type, device_id, private_jwk, \
         block_id_len, committed, abandoned, commit_token, block_ids, encryption_data, content_length, sha256, created_ms";
 
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    fn from_row(row: &Row) -> Result<FileRow, ApiError> {
         Ok(FileRow {
             file_id: row.get(0)?,
             job_id: row.get(1)?,
@@ -440,32 +411,35 @@ impl FileRow {
 }
 
 /// Reads one file.
-pub fn file(tx: &Transaction<'_>, file_id: &str) -> Result<Option<FileRow>, ApiError> {
+pub fn file(tx: &Tx<'_>, file_id: &str) -> Result<Option<FileRow>, ApiError> {
     let sql = format!("SELECT {} FROM files WHERE file_id = ?1", FileRow::COLUMNS);
-    Ok(tx
-        .query_row(&sql, params![file_id], FileRow::from_row)
-        .optional()?)
+    tx.row(&sql, params![file_id])?
+        .as_ref()
+        .map(FileRow::from_row)
+        .transpose()
 }
 
 /// Reads the live files of a job (not those of a lock that ended without
 /// completing the job), oldest first.
-pub fn files_of(tx: &Transaction<'_>, job_id: &str) -> Result<Vec<FileRow>, ApiError> {
+pub fn files_of(tx: &Tx<'_>, job_id: &str) -> Result<Vec<FileRow>, ApiError> {
     let sql = format!(
         "SELECT {} FROM files WHERE job_id = ?1 AND abandoned = 0 ORDER BY created_ms, file_id",
         FileRow::COLUMNS
     );
-    let mut statement = tx.prepare(&sql)?;
-    let rows = statement.query_map(params![job_id], FileRow::from_row)?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    tx.rows(&sql, params![job_id])?
+        .iter()
+        .map(FileRow::from_row)
+        .collect()
 }
 
 /// Reads committed files of a kind, newest first.
-pub fn committed_files(tx: &Transaction<'_>, kind: &str) -> Result<Vec<FileRow>, ApiError> {
+pub fn committed_files(tx: &Tx<'_>, kind: &str) -> Result<Vec<FileRow>, ApiError> {
     let sql = format!(
         "SELECT {} FROM files WHERE kind = ?1 AND committed = 1 AND abandoned = 0 ORDER BY created_ms DESC",
         FileRow::COLUMNS
     );
-    let mut statement = tx.prepare(&sql)?;
-    let rows = statement.query_map(params![kind], FileRow::from_row)?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    tx.rows(&sql, params![kind])?
+        .iter()
+        .map(FileRow::from_row)
+        .collect()
 }

@@ -60,12 +60,18 @@ pub fn current_uid() -> u32 {
 
 /// The default cache folder: the user's cache, never the guests folder.
 pub fn default_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
+    user_cache_dir().join("guests")
+}
+
+/// corral's folder in the user's cache: `$XDG_CACHE_HOME/corral`, else
+/// `~/.cache/corral` (compiled guests, the Python and JS toolchains).
+pub fn user_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .filter(|path| path.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("corral-{}", current_uid())));
-    base.join("corral").join("guests")
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("corral-{}", current_uid())))
+        .join("corral")
 }
 
 /// Whether `dir` and every folder above it are the agent's own: owned by its
@@ -157,6 +163,11 @@ impl ArtifactCache {
         })
     }
 
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn paths(&self, wasm_sha256: &str) -> (PathBuf, PathBuf) {
         let stem = format!("{}-{wasm_sha256}", self.engine_key);
         (
@@ -231,7 +242,14 @@ impl ArtifactCache {
         let bytes = component
             .serialize()
             .map_err(|error| anyhow::anyhow!("{error:#}"))?;
-        let partial = artifact.with_extension("partial");
+        // A name of its own, so two loads of one module at once (two tests,
+        // two agents on one folder) never write into the same file.
+        static STORES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let partial = artifact.with_extension(format!(
+            "{}.{}.partial",
+            std::process::id(),
+            STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::write(&partial, &bytes)?;
         std::fs::rename(&partial, artifact)?;
         std::fs::write(sidecar, self.tag(wasm_sha256, &bytes))?;

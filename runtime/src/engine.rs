@@ -41,6 +41,95 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// What one component may contain, checked by wasmtime when it is loaded.
+/// The pooling allocator reserves slots by these numbers for every guest
+/// alike, so they are the engine's, not a manifest's. They hold the language
+/// runtimes with headroom; measured (componentize-py 0.25.1, componentize-js
+/// 0.23.0, the http-vms guests): core instances 14 (Python) and 4 (JS);
+/// memories 1; tables 2; the largest table starts at 5,768 (Python) and
+/// 7,786 (JS) elements; instance state 417 KB (Python) and 228 KB (JS).
+#[derive(Debug, Clone, Copy)]
+pub struct EngineLimits {
+    /// Core module instances in one component (`max_core_instances_per_component`).
+    pub core_instances_per_component: u32,
+    /// Linear memories in one component (`max_memories_per_component`).
+    pub memories_per_component: u32,
+    /// Tables in one component (`max_tables_per_component`).
+    pub tables_per_component: u32,
+    /// Elements of one table (`table_elements`).
+    pub table_elements: usize,
+    /// Bytes of one component instance's runtime state (`max_component_instance_size`).
+    pub component_instance_bytes: usize,
+}
+
+impl EngineLimits {
+    /// The limits every runtime of the agent uses.
+    pub const DEFAULT: EngineLimits = EngineLimits {
+        core_instances_per_component: 64,
+        memories_per_component: 4,
+        tables_per_component: 32,
+        table_elements: 40_000,
+        component_instance_bytes: 4 << 20,
+    };
+}
+
+/// A component over one of the [`EngineLimits`], in words that name the
+/// limit (wasmtime's own message names the pooling allocator's knob only
+/// for some), or `None` if `message` is about something else.
+pub fn over_engine_limit(message: &str) -> Option<String> {
+    let limits = EngineLimits::DEFAULT;
+    let needs = |after: &str| -> Option<u64> {
+        let rest = &message[message.find(after)? + after.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    let (what, limit, field) = if message.contains("core module instances, which exceeds") {
+        let count = needs("transitively contains ")?;
+        (
+            format!("{count} core module instances"),
+            limits.core_instances_per_component.to_string(),
+            "core_instances_per_component",
+        )
+    } else if message.contains("Wasm linear memories, which exceeds") {
+        let count = needs("transitively contains ")?;
+        (
+            format!("{count} linear memories"),
+            limits.memories_per_component.to_string(),
+            "memories_per_component",
+        )
+    } else if message.contains("tables, which exceeds") {
+        let count = needs("transitively contains ")?;
+        (
+            format!("{count} tables"),
+            limits.tables_per_component.to_string(),
+            "tables_per_component",
+        )
+    } else if message.contains("minimum element size of") {
+        let count = needs("minimum element size of ")?;
+        (
+            format!("a table of {count} elements"),
+            limits.table_elements.to_string(),
+            "table_elements",
+        )
+    } else if message.contains("instance allocation for this component requires") {
+        let bytes = needs("requires ")?;
+        (
+            format!("{bytes} bytes of instance state"),
+            format!("{} bytes", limits.component_instance_bytes),
+            "component_instance_bytes",
+        )
+    } else {
+        return None;
+    };
+    Some(format!(
+        "the component needs {what}, more than this engine allows ({limit}, `EngineLimits::{field}` in runtime/src/engine.rs); \
+         no manifest key raises it, since every guest shares the engine's pool: build the guest without extra instances \
+         (e.g. without `componentize-py --stub-wasi`)"
+    ))
+}
+
 /// Why the engine could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up the WebAssembly engine: {0}")]
@@ -63,15 +152,25 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the engine and starts its epoch ticker.
     pub fn new(config: RuntimeConfig) -> Result<Runtime, EngineError> {
+        Runtime::with_limits(config, &EngineLimits::DEFAULT)
+    }
+
+    /// [`Runtime::new`] with other per-component limits (tests use small ones).
+    pub fn with_limits(
+        config: RuntimeConfig,
+        limits: &EngineLimits,
+    ) -> Result<Runtime, EngineError> {
         let instances = config.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(instances)
-            .max_core_instances_per_component(32)
-            .total_core_instances(instances * 32)
-            .max_memories_per_component(4)
-            .total_memories(instances * 4)
-            .max_tables_per_component(32)
-            .total_tables(instances * 32)
+            .max_core_instances_per_component(limits.core_instances_per_component)
+            .total_core_instances(instances * limits.core_instances_per_component)
+            .max_memories_per_component(limits.memories_per_component)
+            .total_memories(instances * limits.memories_per_component)
+            .max_tables_per_component(limits.tables_per_component)
+            .total_tables(instances * limits.tables_per_component)
+            .table_elements(limits.table_elements)
+            .max_component_instance_size(limits.component_instance_bytes)
             .total_stacks(instances)
             .max_memory_size(MAX_MEMORY_BYTES as usize)
             .linear_memory_keep_resident(64 << 10);
@@ -141,6 +240,11 @@ impl Runtime {
         self.cache.is_some()
     }
 
+    /// The folder compiled guests are cached in, if any.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache.as_ref().map(ArtifactCache::dir)
+    }
+
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
@@ -160,13 +264,19 @@ impl Runtime {
     pub fn load_bytes(&self, bytes: &[u8], mut manifest: Manifest) -> Result<Guest, GuestError> {
         check_is_component(bytes)?;
         let sha256 = hex(&Sha256::digest(bytes));
-        let component = match &self.cache {
+        let (component, cache_use) = match &self.cache {
             Some(cache) => cache
                 .load_or_compile(&self.engine, bytes, &sha256)
-                .map(|(component, _)| component),
-            None => Component::new(&self.engine, bytes),
+                .map(|(component, used)| (component, Some(used))),
+            None => Component::new(&self.engine, bytes).map(|component| (component, None)),
         }
-        .map_err(|error| GuestError::Compile(format!("{error:#}")))?;
+        .map_err(|error| {
+            let message = format!("{error:#}");
+            match over_engine_limit(&message) {
+                Some(limit) => GuestError::EngineLimit(limit),
+                None => GuestError::Compile(message),
+            }
+        })?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -183,6 +293,7 @@ impl Runtime {
             self.resolver.clone(),
             &self.policy,
             self.secrets.clone(),
+            cache_use,
         )
     }
 }
@@ -238,5 +349,52 @@ mod tests {
             Err(GuestError::NotWasm(_))
         ));
         assert!(check_is_component(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn a_component_over_an_engine_limit_is_refused_naming_the_limit() {
+        let small = EngineLimits {
+            core_instances_per_component: 1,
+            ..EngineLimits::DEFAULT
+        };
+        let runtime = Runtime::with_limits(RuntimeConfig { max_instances: 1 }, &small).unwrap();
+        let manifest = crate::bundled::http_vms_manifest("http://127.0.0.1:8081").unwrap();
+        let Err(refused) = runtime.load_bytes(crate::bundled::HTTP_VMS, manifest) else {
+            panic!("http-vms has more than one core instance");
+        };
+        assert!(matches!(refused, GuestError::EngineLimit(_)), "{refused}");
+        let text = refused.to_string();
+        assert!(text.contains("core module instances"), "{text}");
+        assert!(
+            text.contains("EngineLimits::core_instances_per_component"),
+            "{text}"
+        );
+        assert!(text.contains("no manifest key raises it"), "{text}");
+    }
+
+    #[test]
+    fn every_engine_limit_has_its_words() {
+        for (wasmtime_says, field) in [
+            (
+                "The component transitively contains 40 Wasm linear memories, which exceeds the configured maximum of 4",
+                "memories_per_component",
+            ),
+            (
+                "The component transitively contains 40 tables, which exceeds the configured maximum of 32",
+                "tables_per_component",
+            ),
+            (
+                "table index 0 has a minimum element size of 90000 which exceeds the limit of 40000",
+                "table_elements",
+            ),
+            (
+                "instance allocation for this component requires 9000000 bytes of `VMComponentContext`",
+                "component_instance_bytes",
+            ),
+        ] {
+            let words = over_engine_limit(wasmtime_says).unwrap();
+            assert!(words.contains(field), "{words}");
+        }
+        assert_eq!(over_engine_limit("invalid leading byte"), None);
     }
 }

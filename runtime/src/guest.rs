@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use wasmtime::component::InstancePre;
 use wasmtime::{Store, UpdateDeadline};
 
+use crate::cache::CacheUse;
 use crate::manifest::{Manifest, ManifestError};
 use crate::policy::OperatorPolicy;
 use crate::protocol::{DiscoveredDevice, DiscoveryResult, Job, JobType};
@@ -56,6 +57,9 @@ pub enum GuestError {
     /// The component does not compile (corrupt, or uses unsupported features).
     #[error("the component does not compile: {0}")]
     Compile(String),
+    /// It is over one of the engine's per-component limits.
+    #[error("{0}")]
+    EngineLimit(String),
     /// It imports something corral does not provide.
     #[error("the component imports what corral does not provide: {0}")]
     Imports(String),
@@ -155,6 +159,8 @@ struct GuestInner {
     log: LogBudget,
     /// The secrets it was loaded against (values and the operator's bindings).
     secrets: Arc<Secrets>,
+    /// Whether its compiled code came from the cache (`None`: no cache).
+    cache_use: Option<CacheUse>,
 }
 
 impl Guest {
@@ -165,6 +171,7 @@ impl Guest {
         resolver: Resolver,
         policy: &OperatorPolicy,
         secrets: Arc<Secrets>,
+        cache_use: Option<CacheUse>,
     ) -> Result<Guest, GuestError> {
         let log = LogBudget {
             lines: manifest.limits.log_lines,
@@ -193,8 +200,16 @@ impl Guest {
                 jobs_run: AtomicU64::new(0),
                 manifest,
                 pre,
+                cache_use,
             }),
         })
+    }
+
+    /// Whether this guest's compiled code came from the compile cache
+    /// (`Some(Hit)`), was compiled and stored there (`Some(Miss)`), or was
+    /// compiled with no cache (`None`).
+    pub fn cache_use(&self) -> Option<CacheUse> {
+        self.inner.cache_use
     }
 
     /// The guest's manifest.
@@ -428,6 +443,14 @@ fn trap_message(state: &JobState, error: &wasmtime::Error) -> String {
             exit.0
         );
     }
+    let stderr = state.stderr();
+    if let Some(exception) = crate::last_words::uncaught_exception(&stderr) {
+        // The language runtime's trap (an abort, a panic) only repeats it.
+        return guest_text::message(&format!(
+            "{exception} (the guest trapped: {})",
+            cause_chain(error)
+        ));
+    }
     let mut message = format!("guest trapped: {}", cause_chain(error));
     if let Some(frame) = error
         .downcast_ref::<wasmtime::WasmBacktrace>()
@@ -435,7 +458,7 @@ fn trap_message(state: &JobState, error: &wasmtime::Error) -> String {
     {
         message.push_str(&format!(" (in {})", guest_text::visible(frame)));
     }
-    if let Some(words) = last_words(&state.stderr()) {
+    if let Some(words) = crate::last_words::last_words(&stderr) {
         message.push_str(&format!(" (guest stderr: {words})"));
     }
     guest_text::message(&message)
@@ -471,28 +494,6 @@ fn cause_chain(error: &wasmtime::Error) -> String {
         return "an error without a description".into();
     }
     causes.join(": ")
-}
-
-/// What a guest said before it trapped: a Rust panic's message (the line after
-/// `panicked at`), else its last line of stderr that is not a hint.
-fn last_words(stderr: &str) -> Option<String> {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect();
-    if let Some(at) = lines.iter().rposition(|line| line.contains("panicked at")) {
-        let place = lines[at];
-        return Some(match lines.get(at + 1) {
-            Some(message) if !message.starts_with("note:") => format!("{message} ({place})"),
-            _ => place.to_string(),
-        });
-    }
-    lines
-        .iter()
-        .rev()
-        .find(|line| !line.starts_with("note:"))
-        .map(|line| line.to_string())
 }
 
 fn quoted_list(names: &[String]) -> String {

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod client;
 pub mod engine;
 pub mod guest;
+pub mod last_words;
 pub mod manifest;
 pub mod origin;
 pub mod policy;

@@ -37,7 +37,7 @@ enum Command {
     Demo(cli::demo::Args),
     /// The on-premise registry: serve it, or work on its data folder.
     Registry(cli::registry::Args),
-    /// List the guests of a folder, or check one.
+    /// Guests: list a folder, check one, write a new project, build it.
     Guests(cli::guests::Args),
 }
 

@@ -99,18 +99,41 @@ pub struct Job {
         with = "rfc3339_option"
     )]
     pub end_time_utc: Option<OffsetDateTime>,
-    /// Free-form parameters.
-    #[serde(default)]
+    /// Free-form parameters (`null` reads as none: a service that writes
+    /// its nulls sends that).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub parameters: BTreeMap<String, String>,
-    /// State in the registry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// State in the registry (`None` when absent, or a state this agent
+    /// does not know: it only informs).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "known_state"
+    )]
     pub state: Option<JobState>,
     /// Progress done.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub task_progress: u64,
     /// Progress total.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub task_total: u64,
+}
+
+/// `T`'s default for a JSON `null`.
+fn null_as_default<'de, D, T>(into: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(into)?.unwrap_or_default())
+}
+
+/// A job state, `None` for one this agent does not know.
+fn known_state<'de, D: serde::Deserializer<'de>>(into: D) -> Result<Option<JobState>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(into)? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_value(serde_json::Value::String(text)).ok())
 }
 
 /// One device of a discovery result file.
@@ -530,8 +553,41 @@ pub struct TokenAnswer {
     pub access_token: String,
     /// `Bearer`.
     pub token_type: String,
-    /// Seconds until it expires.
+    /// Seconds until it expires. RFC 6749 only recommends it, and some
+    /// services send it as a string (`"3599"`): both are read, and an answer
+    /// without it is taken to last [`DEFAULT_TOKEN_LIFETIME_SECS`] (a 401
+    /// before then renews it anyway).
+    #[serde(
+        default = "default_token_lifetime",
+        deserialize_with = "seconds_number_or_string"
+    )]
     pub expires_in: u64,
+}
+
+/// The lifetime assumed for a token whose answer gives none.
+pub const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 300;
+
+fn default_token_lifetime() -> u64 {
+    DEFAULT_TOKEN_LIFETIME_SECS
+}
+
+/// Whole seconds written as a JSON number (a fraction is dropped) or as a
+/// string holding one.
+fn seconds_number_or_string<'de, D: serde::Deserializer<'de>>(into: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Seconds {
+        Whole(u64),
+        Fraction(f64),
+        Text(String),
+    }
+    let invalid = || serde::de::Error::custom("expires_in is not a number of seconds");
+    match Seconds::deserialize(into)? {
+        Seconds::Whole(seconds) => Ok(seconds),
+        Seconds::Fraction(seconds) if seconds >= 0.0 && seconds.is_finite() => Ok(seconds as u64),
+        Seconds::Text(text) => text.trim().parse().map_err(|_| invalid()),
+        Seconds::Fraction(_) => Err(invalid()),
+    }
 }
 
 /// An OAuth2 error answer.
@@ -568,6 +624,23 @@ mod rfc3339 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_token_lifetime_is_read_as_a_number_a_string_or_missing() {
+        let read =
+            |json: &str| serde_json::from_str::<super::TokenAnswer>(json).map(|t| t.expires_in);
+        let answer =
+            |expires: &str| format!(r#"{{"access_token":"t","token_type":"Bearer"{expires}}}"#);
+        assert_eq!(read(&answer(r#","expires_in":3600"#)).unwrap(), 3600);
+        assert_eq!(read(&answer(r#","expires_in":"3599""#)).unwrap(), 3599);
+        assert_eq!(read(&answer(r#","expires_in":59.9"#)).unwrap(), 59);
+        assert_eq!(
+            read(&answer("")).unwrap(),
+            super::DEFAULT_TOKEN_LIFETIME_SECS
+        );
+        assert!(read(&answer(r#","expires_in":"soon""#)).is_err());
+        assert!(read(&answer(r#","expires_in":-5"#)).is_err());
+    }
+
     use super::*;
 
     #[test]

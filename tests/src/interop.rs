@@ -52,3 +52,34 @@ pub fn azure_decrypt(
     );
     std::fs::read(&paths[3]).expect("the plaintext")
 }
+
+/// Downloads blob `blob` of the container `container` under `account_url`
+/// (Azurite: `http://127.0.0.1:PORT/devstoreaccount1`) with the Azure SDK's
+/// `BlobClient.download_blob`, which decrypts it itself with the key
+/// `private_jwk` (`require_encryption=True`); returns the plaintext.
+pub fn azure_download(
+    account_url: &str,
+    account_key: &str,
+    container: &str,
+    blob: &str,
+    private_jwk: &str,
+) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let (kek, out) = (dir.path().join("kek.json"), dir.path().join("plaintext"));
+    std::fs::write(&kek, private_jwk).expect("write");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/azure_download.py");
+    let output = std::process::Command::new(python())
+        .arg(script)
+        .args([account_url, container, blob])
+        .arg(&kek)
+        .arg(&out)
+        .env("AZURE_STORAGE_KEY", account_key)
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "the Azure SDK could not download and decrypt {container}/{blob}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read(&out).expect("the plaintext")
+}

@@ -18,12 +18,93 @@ use corral::sink::{DirSink, OutputSink};
 use corral_camera_sim::{CameraSim, SimConfig};
 use time::OffsetDateTime;
 
+pub mod backend;
 pub mod blockstore;
 pub mod chaos;
 pub mod echo;
 pub mod interop;
 pub mod registry;
 pub mod world;
+
+/// A language http-vms is written in: `guests/http-vms` (Rust, bundled in
+/// the binary), `guests/http-vms-py` and `guests/http-vms-js` (built by
+/// `tests/polyglot.sh` into `target/guests/polyglot/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// `guests/http-vms`.
+    Rust,
+    /// `guests/http-vms-py`, built with componentize-py.
+    Python,
+    /// `guests/http-vms-js`, built with componentize-js.
+    JavaScript,
+}
+
+impl Lang {
+    /// http-vms's component in this language; `None` (said on stderr) when
+    /// it was not built because its toolchain is missing.
+    pub fn http_vms(self) -> Option<Vec<u8>> {
+        match self {
+            Lang::Rust => Some(bundled::HTTP_VMS.to_vec()),
+            Lang::Python => polyglot_component("http_vms_py.wasm"),
+            Lang::JavaScript => polyglot_component("http_vms_js.wasm"),
+        }
+    }
+
+    /// The guest's name in its manifest.
+    pub fn guest_name(self) -> &'static str {
+        match self {
+            Lang::Rust => "http-vms",
+            Lang::Python => "http-vms-py",
+            Lang::JavaScript => "http-vms-js",
+        }
+    }
+}
+
+/// A component `tests/polyglot.sh` built (`http_vms_py.wasm`, ...); `None`
+/// after saying on stderr that the test skips, when it is missing because
+/// its toolchain is. Under CI (`CI=true`) a missing component panics.
+pub fn polyglot_component(file: &str) -> Option<Vec<u8>> {
+    let path = polyglot_dir().join(file);
+    match std::fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            let why = format!(
+                "{} ({error}): run `bash tests/polyglot.sh` (tests/run.sh does)",
+                path.display()
+            );
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
+/// Where `tests/polyglot.sh` puts the Python and JavaScript guests
+/// (`CORRAL_POLYGLOT_DIR` overrides it).
+pub fn polyglot_dir() -> std::path::PathBuf {
+    std::env::var_os("CORRAL_POLYGLOT_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| workspace_target().join("guests/polyglot"))
+}
+
+/// The workspace's `target/` folder.
+pub fn workspace_target() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// The compile cache the tests share, so a guest of many megabytes is
+/// compiled once per change rather than once per test.
+pub fn test_cache_dir() -> std::path::PathBuf {
+    workspace_target().join("e2e-guest-cache")
+}
+
+/// A runtime of `max_instances` using the tests' compile cache.
+pub fn cached_runtime(max_instances: u32) -> Runtime {
+    Runtime::new(RuntimeConfig { max_instances })
+        .expect("engine starts")
+        .with_cache(&test_cache_dir())
+        .expect("cache folder")
+}
 
 /// A camera-sim, a runtime and the http-vms guest wired to them.
 pub struct Harness {
@@ -33,6 +114,9 @@ pub struct Harness {
     pub runtime: Runtime,
     /// The http-vms guest, granted the camera's address.
     pub guest: Guest,
+    /// The language of `guest`, and its component.
+    pub lang: Lang,
+    wasm: Arc<Vec<u8>>,
     /// Secrets holding the camera's credentials.
     pub secrets: Arc<Secrets>,
     /// Where outputs go.
@@ -42,6 +126,15 @@ pub struct Harness {
 impl Harness {
     /// Starts everything with camera-sim serving `config`.
     pub async fn start(config: SimConfig) -> Harness {
+        Harness::start_in(Lang::Rust, config)
+            .await
+            .expect("the Rust guest is bundled")
+    }
+
+    /// [`Harness::start`] with http-vms written in `lang`; `None` when that
+    /// guest was not built (see [`polyglot_component`]).
+    pub async fn start_in(lang: Lang, config: SimConfig) -> Option<Harness> {
+        let wasm = Arc::new(lang.http_vms()?);
         let sim = CameraSim::start(config, loopback())
             .await
             .expect("camera-sim starts");
@@ -50,20 +143,23 @@ impl Harness {
             &sim.config().username,
             &sim.config().password,
         ));
-        let runtime = Runtime::new(RuntimeConfig { max_instances: 16 })
-            .expect("engine starts")
-            .with_secrets(secrets.clone());
-        let manifest = bundled::http_vms_manifest(&sim.base_url()).expect("bundled manifest");
-        let guest = runtime
-            .load_bytes(bundled::HTTP_VMS, manifest)
-            .expect("http-vms loads");
-        Harness {
+        let runtime = cached_runtime(16).with_secrets(secrets.clone());
+        let manifest = http_vms_manifest(lang, &sim.base_url());
+        let guest = runtime.load_bytes(&wasm, manifest).expect("http-vms loads");
+        Some(Harness {
             sim,
             runtime,
             guest,
+            lang,
+            wasm,
             secrets,
             out: tempfile::tempdir().expect("temporary folder"),
-        }
+        })
+    }
+
+    /// The harness's guest's manifest pointed at `base_url`.
+    pub fn manifest(&self, base_url: &str) -> Manifest {
+        http_vms_manifest(self.lang, base_url)
     }
 
     /// Loads http-vms again with another manifest; the test being the
@@ -76,10 +172,9 @@ impl Harness {
     pub fn try_guest_with(&self, manifest: Manifest) -> Result<Guest, corral::guest::GuestError> {
         let mut secrets = self.secrets.as_ref().clone();
         secrets.bind_as_asked(&manifest.http);
-        Runtime::new(RuntimeConfig { max_instances: 4 })
-            .expect("engine starts")
+        cached_runtime(4)
             .with_secrets(Arc::new(secrets))
-            .load_bytes(bundled::HTTP_VMS, manifest)
+            .load_bytes(&self.wasm, manifest)
     }
 
     /// The sink writing into the output folder.
@@ -111,6 +206,14 @@ impl Harness {
     pub fn files(&self) -> Vec<String> {
         list(self.out.path())
     }
+}
+
+/// http-vms's manifest (the same for every language but its name), pointed
+/// at camera-sim on `base_url`.
+pub fn http_vms_manifest(lang: Lang, base_url: &str) -> Manifest {
+    let mut manifest = bundled::http_vms_manifest(base_url).expect("bundled manifest");
+    manifest.name = lang.guest_name().into();
+    manifest
 }
 
 fn list(dir: &Path) -> Vec<String> {

@@ -9,12 +9,16 @@ use corral::client::connection::ConnectionFile;
 use corral::client::retry::RetryPolicy;
 use corral_registry::{JobJson, NewJob, Registry, RegistryConfig, RunningRegistry, admin, auth};
 
+use crate::backend::Backend;
+
 /// A running registry and what a test needs around it.
 pub struct TestRegistry {
     /// The server.
     pub running: RunningRegistry,
     /// Its data folder.
     pub dir: tempfile::TempDir,
+    /// Where its state is.
+    pub backend: Backend,
 }
 
 /// A retry policy fast enough for tests.
@@ -27,15 +31,50 @@ pub fn fast_retry() -> RetryPolicy {
 }
 
 impl TestRegistry {
-    /// Starts a registry with `config` in a fresh folder.
+    /// Starts a registry with `config` in a fresh folder (SQLite).
     pub async fn start(config: RegistryConfig) -> TestRegistry {
+        TestRegistry::start_on(&Backend::SQLITE, config).await
+    }
+
+    /// Starts a registry with `config` in a fresh folder, state on `backend`.
+    pub async fn start_on(backend: &Backend, config: RegistryConfig) -> TestRegistry {
         let dir = tempfile::tempdir().expect("temporary folder");
-        let running = Registry::open(dir.path(), config)
+        let running = Registry::with_store(backend.open(dir.path()), config)
             .expect("registry opens")
             .start(crate::loopback())
             .await
             .expect("registry starts");
-        TestRegistry { running, dir }
+        TestRegistry {
+            running,
+            dir,
+            backend: backend.clone(),
+        }
+    }
+
+    /// Another node of this registry: the same state and data folder,
+    /// serving on a port of its own (PostgreSQL only: SQLite stays one node).
+    pub async fn another_node(&self, config: RegistryConfig) -> RunningRegistry {
+        Registry::with_store(self.backend.open(self.dir.path()), config)
+            .expect("the second node opens")
+            .start(crate::loopback())
+            .await
+            .expect("the second node starts")
+    }
+
+    /// Registers `agent_id` with a connection file listing every one of
+    /// `urls` (nodes, in order); returns the file's path.
+    pub async fn add_agent_at(&self, agent_id: &str, urls: &[String]) -> PathBuf {
+        let (agent, list) = (agent_id.to_string(), urls.to_vec());
+        let (file, _) = self
+            .running
+            .registry()
+            .store()
+            .transaction(move |tx| auth::add_agent_at(tx, &agent, &list))
+            .await
+            .expect("agent added");
+        let path = self.dir.path().join(format!("{agent_id}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+        path
     }
 
     /// Registers `agent_id`; returns the path of its connection file and its
@@ -131,6 +170,37 @@ impl TestRegistry {
             .await
             .expect("the job exists")
     }
+}
+
+/// Makes `attempts` lock attempts at once on `job_ids` (in turn), through
+/// each of `clients` in turn; returns how many were granted per job. A
+/// refusal other than the 409 of a job locked by someone else panics.
+pub async fn lock_race(
+    clients: &[RegistryClient],
+    job_ids: &[String],
+    attempts: usize,
+) -> std::collections::HashMap<String, usize> {
+    let mut racing = tokio::task::JoinSet::new();
+    for i in 0..attempts {
+        let (client, job_id) = (
+            clients[i % clients.len()].clone(),
+            job_ids[i % job_ids.len()].clone(),
+        );
+        racing.spawn(async move {
+            let lease = Duration::from_secs(60);
+            (job_id.clone(), client.lock(&job_id, lease).await)
+        });
+    }
+    let mut granted = std::collections::HashMap::new();
+    while let Some(attempt) = racing.join_next().await {
+        let (job_id, result) = attempt.expect("a lock attempt");
+        match result {
+            Ok(_) => *granted.entry(job_id).or_insert(0) += 1,
+            Err(corral::client::RegistryError::LockLost(_)) => {}
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    granted
 }
 
 /// A job of `job_type` for `agent` (media jobs get a 10-second range).

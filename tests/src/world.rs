@@ -18,6 +18,7 @@ use corral::secrets::Secrets;
 use corral_camera_sim::{CameraSim, SimConfig};
 use corral_registry::{JobJson, NewJob, RegistryConfig};
 
+use crate::backend::Backend;
 use crate::registry::{TestRegistry, fast_retry};
 
 /// Everything an agent talks to.
@@ -53,10 +54,15 @@ pub struct RunningAgent {
 impl World {
     /// Starts a world with `config` for the registry and `sim` for the camera.
     pub async fn start(config: RegistryConfig, sim: SimConfig) -> World {
+        World::start_on(&Backend::SQLITE, config, sim).await
+    }
+
+    /// Like [`World::start`], with the registry's state on `backend`.
+    pub async fn start_on(backend: &Backend, config: RegistryConfig, sim: SimConfig) -> World {
         let sim = CameraSim::start(sim, crate::loopback())
             .await
             .expect("camera-sim");
-        let registry = TestRegistry::start(config).await;
+        let registry = TestRegistry::start_on(backend, config).await;
         let agent_id = "agent-1".to_string();
         let (connection, _) = registry.add_agent(&agent_id).await;
         let guests_dir = registry.dir.path().join("guests");

@@ -16,10 +16,11 @@
 //! keeps them unambiguous without renaming them. A guest that is unloaded
 //! gives its devices up.
 //!
-//! The folder is watched ([`Catalog::rescan`], every 250 ms under the agent): a
-//! new or changed guest is loaded once its files have settled (the same size
-//! and time on two scans in a row, so a half-written file is never read; a
-//! rename settles at once) and swapped in atomically; jobs already running keep
+//! The folder is watched (`super::folder_watch`: file events where the file system
+//! has them, else a scan every 250 ms): a new or changed guest is loaded once
+//! its files are complete (renamed in, or written and then quiet; on scans,
+//! the same size and time on two scans in a row, so a half-written file is
+//! never read) and swapped in atomically; jobs already running keep
 //! the version they started with. A guest that fails validation is refused
 //! with one log line saying why, and the previous version keeps serving. A
 //! removed guest is unloaded (its running jobs finish).
@@ -100,6 +101,25 @@ struct Source {
     dir: PathBuf,
     runtime: Runtime,
     scan: Mutex<ScanState>,
+    watch: Mutex<Option<WatchMode>>,
+}
+
+/// How the guests folder is watched (shown on `/guests`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// File events from the kernel, with a slow scan beside them.
+    Events,
+    /// A scan every 250 ms (no file events on this folder).
+    Scan,
+}
+
+impl WatchMode {
+    fn describe(self) -> &'static str {
+        match self {
+            WatchMode::Events => "file events (inotify), and a scan every 5 s",
+            WatchMode::Scan => "a scan every 250 ms (no file events here)",
+        }
+    }
 }
 
 #[derive(Default)]
@@ -283,13 +303,22 @@ impl Catalog {
                 dir: dir.to_path_buf(),
                 runtime: runtime.clone(),
                 scan: Mutex::new(scan),
+                watch: Mutex::new(None),
             })),
         })
     }
 
     /// Looks at the folder again and loads, swaps or unloads what changed and
-    /// has settled. Compiles on the calling thread: call it off the executor.
+    /// has settled (the same on two rescans in a row). Compiles on the calling
+    /// thread: call it off the executor.
     pub fn rescan(&self) -> Vec<Change> {
+        self.rescan_with(&HashSet::new())
+    }
+
+    /// [`Catalog::rescan`], with the guests of `settled` known to be complete
+    /// (their files were renamed in, or their writers are done): they load
+    /// on this rescan.
+    pub fn rescan_with(&self, settled: &HashSet<String>) -> Vec<Change> {
         let Some(source) = &self.source else {
             return Vec::new();
         };
@@ -309,8 +338,10 @@ impl Catalog {
                 manifest: stamp_of(&Manifest::path_for(&path)),
             };
             present.push(stem.clone());
-            let settled = scan.seen.insert(stem.clone(), stamp.clone()).as_ref() == Some(&stamp);
-            if scan.settled.get(&stem) == Some(&stamp) || !settled {
+            let same_as_last_scan =
+                scan.seen.insert(stem.clone(), stamp.clone()).as_ref() == Some(&stamp);
+            let complete = same_as_last_scan || settled.contains(&stem);
+            if scan.settled.get(&stem) == Some(&stamp) || !complete {
                 continue;
             }
             scan.settled.insert(stem.clone(), stamp);
@@ -365,6 +396,24 @@ impl Catalog {
             }
         }
         changes
+    }
+
+    /// The folder the guests come from, if any.
+    pub fn folder(&self) -> Option<PathBuf> {
+        self.source.as_ref().map(|source| source.dir.clone())
+    }
+
+    /// Records how the folder is watched.
+    pub fn set_watch_mode(&self, mode: WatchMode) {
+        if let Some(source) = &self.source {
+            *source.watch.lock().unwrap_or_else(PoisonError::into_inner) = Some(mode);
+        }
+    }
+
+    /// How the folder is watched, once the watch has started.
+    pub fn watch_mode(&self) -> Option<WatchMode> {
+        let source = self.source.as_ref()?;
+        *source.watch.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Why guests were refused on the latest rescans, by stem.
@@ -598,6 +647,7 @@ impl Catalog {
             "guests": guests,
             "refused": self.refusals(),
             "deviceConflicts": self.device_conflicts(),
+            "watch": self.watch_mode().map(WatchMode::describe),
         })
     }
 }

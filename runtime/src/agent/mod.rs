@@ -15,6 +15,7 @@
 pub mod backoff;
 pub mod catalog;
 pub mod config;
+pub mod folder_watch;
 pub mod lease;
 pub mod metrics;
 pub mod outcome;
@@ -260,7 +261,10 @@ impl Agent {
     /// Meanwhile the guests folder is watched and changed guests swapped in.
     pub async fn run(self) {
         let ctx = self.ctx;
-        let watcher = tokio::spawn(watch_guests(ctx.catalog.clone(), ctx.reload.clone()));
+        let watcher = tokio::spawn(folder_watch::watch_guests(
+            ctx.catalog.clone(),
+            ctx.reload.clone(),
+        ));
         let ended = Arc::new(Notify::new());
         let mut running = Running::default();
         let mut stop = ctx.stop.clone();
@@ -325,22 +329,6 @@ impl Agent {
     /// Asks for a rescan of the guests folder now (the status port's reload).
     pub fn reloader(&self) -> Arc<Notify> {
         self.ctx.reload.clone()
-    }
-}
-
-/// How often the guests folder is looked at.
-const GUEST_SCAN: Duration = Duration::from_millis(250);
-
-/// Rescans the guests folder every [`GUEST_SCAN`], or at once when asked.
-async fn watch_guests(catalog: Catalog, reload: Arc<Notify>) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(GUEST_SCAN) => {}
-            () = reload.notified() => {}
-        }
-        let scanner = catalog.clone();
-        // Compiling is CPU work: keep it off the executor's threads.
-        let _ = tokio::task::spawn_blocking(move || scanner.rescan()).await;
     }
 }
 
@@ -421,6 +409,13 @@ async fn take_jobs(
             Polled::Job(job) => job,
             Polled::Malformed { job_id, reason } => {
                 cancel_malformed(ctx, &job_id, &reason).await;
+                continue;
+            }
+            Polled::Foreign { job_id, job_type } => {
+                tracing::debug!(
+                    job = job_id,
+                    "left alone: a {job_type} job, a type this agent does not know"
+                );
                 continue;
             }
         };

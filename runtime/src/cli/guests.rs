@@ -1,6 +1,6 @@
-//! `corral guests list` and `corral guests check <file.wasm>`.
+//! `corral guests list`, `check <file.wasm>`, `new <name>` and `build [<dir>]`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -11,6 +11,8 @@ use corral::engine::{Runtime, RuntimeConfig};
 use corral::manifest::Manifest;
 use corral::policy::OperatorPolicy;
 use corral::secrets::Secrets;
+
+use super::guest_project::{self, Lang, SdkPath};
 
 /// Arguments of `corral guests`.
 #[derive(clap::Args)]
@@ -43,13 +45,49 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Write a new integration project `<name>/` (source, manifest `<name>.toml`,
+    /// for Rust a Cargo.toml) from the templates built into corral.
+    New {
+        /// The guest's name: lower-case letters, digits and `-`.
+        name: String,
+        /// Its language.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// The folder to write `<name>/` in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Rust: the guest-sdk/ folder of a corral checkout, for corral-guest
+        /// (default: the one this corral was built from, if it is still there).
+        #[arg(long, value_name = "PATH")]
+        sdk_path: Option<PathBuf>,
+    },
+    /// Build an integration project into `<name>.wasm` beside its `<name>.toml`.
+    Build {
+        /// The project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Where to write the component (a file, or a folder to write `<name>.wasm` in).
+        #[arg(long, value_name = "FILE.wasm")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Runs a guests subcommand.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::new(RuntimeConfig { max_instances: 2 })?;
+    let runtime = || Runtime::new(RuntimeConfig { max_instances: 2 });
     match args.command {
+        Command::New {
+            name,
+            lang,
+            dir,
+            sdk_path,
+        } => new(&name, lang, &dir, sdk_path.as_deref()),
+        Command::Build { dir, out } => {
+            super::guest_build::build(&dir, out.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::List { dir } => {
+            let runtime = runtime()?.with_cache(&corral::cache::default_dir())?;
             let catalog = Catalog::load(&runtime, &dir)?;
             println!("{:<20} {:<10} {:<14} serves", "name", "version", "sha256");
             for guest in catalog.guests() {
@@ -68,22 +106,26 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         } => {
             let manifest_path = manifest.unwrap_or_else(|| Manifest::path_for(&wasm));
             let manifest = Manifest::load(&manifest_path)?;
-            let (secrets, policy, checked) = match &config {
+            let (secrets, policy, cache_dir, checked) = match &config {
                 Some(path) => {
                     let config = AgentConfig::load(path)?;
                     let mut secrets = Secrets::from_env()?;
                     config.bind_secrets(&mut secrets);
-                    (secrets, config.policy, true)
+                    (secrets, config.policy, config.cache_dir, true)
                 }
                 None => (
                     stand_in_secrets(&manifest),
                     OperatorPolicy::default(),
+                    corral::cache::default_dir(),
                     false,
                 ),
             };
-            let runtime = runtime
+            // The agent's compile cache: a guest checked is then loaded by
+            // the agent (and checked again) without compiling it twice.
+            let runtime = runtime()?
                 .with_secrets(Arc::new(secrets))
-                .with_policy(Arc::new(policy));
+                .with_policy(Arc::new(policy))
+                .with_cache(&cache_dir)?;
             let bytes = std::fs::read(&wasm)
                 .with_context(|| format!("cannot read guest {}", wasm.display()))?;
             match runtime.load_bytes(&bytes, manifest) {
@@ -105,6 +147,38 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `corral guests new`: writes the project and says what to run next.
+fn new(name: &str, lang: Lang, parent: &Path, sdk_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        sdk_path.is_none() || lang == Lang::Rust,
+        "--sdk-path is for --lang rust: the Python and JavaScript SDKs are built into corral"
+    );
+    let sdk = if lang == Lang::Rust {
+        SdkPath::resolve(sdk_path)?
+    } else {
+        SdkPath::Unknown
+    };
+    let (dir, files) = guest_project::create(name, lang, parent, &sdk)?;
+    println!(
+        "created {} ({}): {}",
+        dir.display(),
+        lang.label(),
+        files.join(", ")
+    );
+    if lang == Lang::Rust {
+        match &sdk {
+            SdkPath::Found(path) => println!("corral-guest from {}", path.display()),
+            SdkPath::Unknown => println!(
+                "set corral-guest's path in {} to the guest-sdk/ folder of a corral checkout \
+                 (or run `corral guests new` again with --sdk-path)",
+                dir.join("Cargo.toml").display()
+            ),
+        }
+    }
+    println!("next: corral guests build {}", dir.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Secrets that satisfy every request of `manifest`, for a check without an

@@ -3,6 +3,8 @@
 pub mod agent;
 pub mod camera_sim;
 pub mod demo;
+pub mod guest_build;
+pub mod guest_project;
 pub mod guests;
 pub mod registry;
 pub mod run_job;

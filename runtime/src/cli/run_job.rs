@@ -1,11 +1,12 @@
 //! `corral run-job`: one job, one guest, no registry. Outputs go to a folder.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use corral::cache::CacheUse;
 use corral::engine::{Runtime, RuntimeConfig};
 use corral::guest::{JobEnv, JobOutcome, JobReport};
 use corral::manifest::Manifest;
@@ -39,6 +40,14 @@ pub struct Args {
     /// (repeatable); `CORRAL_SECRET_<NAME>` variables are read too.
     #[arg(long = "secret", value_name = "NAME=USER:PASSWORD")]
     secrets: Vec<String>,
+    /// Where compiled guests are cached, as by the agent (default: the
+    /// agent's, ~/.cache/corral/guests): an unchanged guest then starts in
+    /// milliseconds instead of being compiled again.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile the guest without the cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
 }
 
 /// Runs the job and prints what happened; exits 1 if the job did not succeed.
@@ -82,14 +91,27 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let secrets = Arc::new(secrets);
     let folders = manifest.folders.iter().map(|(host, _)| host.clone());
     let policy = corral::policy::OperatorPolicy::default().allowing_folders(folders);
-    let runtime = Runtime::new(RuntimeConfig { max_instances: 2 })?
+    let mut runtime = Runtime::new(RuntimeConfig { max_instances: 2 })?
         .with_secrets(secrets.clone())
         .with_policy(Arc::new(policy));
+    if !args.no_cache {
+        let dir = args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(corral::cache::default_dir);
+        runtime = runtime.with_cache(&dir)?;
+    }
     let bytes = std::fs::read(&args.guest)
         .with_context(|| format!("cannot read guest {}", args.guest.display()))?;
+    let loading = std::time::Instant::now();
     let guest = runtime
         .load_bytes(&bytes, manifest)
         .with_context(|| format!("cannot load guest {}", args.guest.display()))?;
+    let load = LoadReport {
+        took: loading.elapsed(),
+        cache_use: guest.cache_use(),
+        cache_dir: runtime.cache_dir().map(Path::to_path_buf),
+    };
     let sink = DirSink::new(&args.out)
         .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
     let sink: Arc<dyn OutputSink> = Arc::new(sink);
@@ -104,12 +126,37 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     printer.abort();
     report.store_discovery(sink.as_ref()).await?;
     print_report(&report, guest.manifest(), guest.sha256());
+    println!("load      {load}");
     Ok(match report.outcome {
         JobOutcome::Completed | JobOutcome::PartiallyCompleted | JobOutcome::Discovered(_) => {
             ExitCode::SUCCESS
         }
         _ => ExitCode::FAILURE,
     })
+}
+
+/// How the guest was loaded, for the last line of the report.
+struct LoadReport {
+    took: Duration,
+    cache_use: Option<CacheUse>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let took = self.took;
+        match (self.cache_use, &self.cache_dir) {
+            (Some(CacheUse::Hit), Some(dir)) => {
+                write!(f, "{took:.0?} from the compile cache {}", dir.display())
+            }
+            (Some(CacheUse::Miss), Some(dir)) => write!(
+                f,
+                "{took:.0?}, compiled and stored in the compile cache {}",
+                dir.display()
+            ),
+            _ => write!(f, "{took:.0?}, compiled (no compile cache)"),
+        }
+    }
 }
 
 async fn print_progress(mut progress: tokio::sync::watch::Receiver<Progress>) {

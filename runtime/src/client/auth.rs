@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 
 use super::connection::ConnectionFile;
 use super::http::HttpClient;
+use super::nodes::Nodes;
 use super::{RegistryError, uuid_v4};
 use crate::protocol::{CLIENT_CREDENTIALS_GRANT, JWT_BEARER_GRANT, OAuthError, TokenAnswer};
 
@@ -72,7 +73,7 @@ struct Cached {
 /// Gets and caches bearer tokens.
 pub struct TokenSource {
     http: HttpClient,
-    endpoint: String,
+    endpoints: Nodes,
     credentials: Credentials,
     cached: Mutex<Option<Cached>>,
 }
@@ -80,9 +81,19 @@ pub struct TokenSource {
 impl TokenSource {
     /// A source exchanging `credentials` at `endpoint` (`{sts}/token`).
     pub fn new(http: HttpClient, endpoint: &str, credentials: Credentials) -> TokenSource {
+        TokenSource::with_endpoints(http, &[endpoint.to_string()], credentials)
+    }
+
+    /// A source exchanging `credentials` at the first of `endpoints` that
+    /// answers (one per registry node; see [`Nodes`]).
+    pub fn with_endpoints(
+        http: HttpClient,
+        endpoints: &[String],
+        credentials: Credentials,
+    ) -> TokenSource {
         TokenSource {
             http,
-            endpoint: endpoint.to_string(),
+            endpoints: Nodes::new(endpoints),
             credentials,
             cached: Mutex::new(None),
         }
@@ -118,13 +129,22 @@ impl TokenSource {
     }
 
     async fn fetch(&self) -> Result<(Arc<str>, Duration), RegistryError> {
+        let (index, endpoint) = self.endpoints.current();
+        let fetched = self.fetch_from(endpoint).await;
+        if let Err(error) = &fetched {
+            self.endpoints.failed(index, error);
+        }
+        fetched
+    }
+
+    async fn fetch_from(&self, endpoint: &str) -> Result<(Arc<str>, Duration), RegistryError> {
         let form = match &self.credentials {
             Credentials::JwtBearer {
                 client_id,
                 kid,
                 key_json,
             } => {
-                let assertion = self.assertion(client_id, kid, key_json)?;
+                let assertion = assertion(endpoint, client_id, kid, key_json)?;
                 vec![
                     ("client_id", client_id.as_str().to_string()),
                     ("grant_type", JWT_BEARER_GRANT.to_string()),
@@ -143,13 +163,13 @@ impl TokenSource {
             .collect();
         let request = Request::builder()
             .method(Method::POST)
-            .uri(&self.endpoint)
+            .uri(endpoint)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(Full::new(Bytes::from(body.join("&"))))
             .map_err(|error| {
-                RegistryError::invalid(format!("token endpoint {}: {error}", self.endpoint))
+                RegistryError::invalid(format!("token endpoint {endpoint}: {error}"))
             })?;
-        let what = format!("token request to {}", self.endpoint);
+        let what = format!("token request to {endpoint}");
         let reply = match self.http.send(&what, request).await {
             Ok(reply) => reply,
             Err(RegistryError::Rejected { message, .. } | RegistryError::Unauthorized(message)) => {
@@ -172,39 +192,39 @@ impl TokenSource {
             Duration::from_secs(answer.expires_in.max(1)),
         ))
     }
+}
 
-    fn assertion(
-        &self,
-        client_id: &str,
-        kid: &str,
-        key_json: &str,
-    ) -> Result<String, RegistryError> {
-        // Sign RS512 whatever `alg`/`use` the key was issued with.
-        let mut key: serde_json::Map<String, serde_json::Value> = serde_json::from_str(key_json)
-            .map_err(|_| RegistryError::invalid("the private key is not JSON"))?;
-        for member in ["alg", "use", "key_ops"] {
-            key.remove(member);
-        }
-        let jwk = josekit::jwk::Jwk::from_map(key).map_err(|error| {
-            RegistryError::invalid(format!("the private key is not a JWK: {error}"))
-        })?;
-        let signer = RS512.signer_from_jwk(&jwk).map_err(|error| {
-            RegistryError::invalid(format!("the private key cannot sign RS512: {error}"))
-        })?;
-        let mut header = JwsHeader::new();
-        header.set_token_type("JWT");
-        header.set_key_id(kid);
-        let now = SystemTime::now();
-        let mut payload = JwtPayload::new();
-        payload.set_issuer(client_id);
-        payload.set_subject(client_id);
-        payload.set_audience(vec![self.endpoint.clone()]);
-        payload.set_issued_at(&now);
-        payload.set_not_before(&(now - Duration::from_secs(30)));
-        payload.set_expires_at(&(now + ASSERTION_LIFETIME));
-        payload.set_jwt_id(uuid_v4());
-        jwt::encode_with_signer(&payload, &header, &signer).map_err(|error| {
-            RegistryError::invalid(format!("signing the assertion failed: {error}"))
-        })
+/// A JWT-bearer assertion for `endpoint` (its audience).
+fn assertion(
+    endpoint: &str,
+    client_id: &str,
+    kid: &str,
+    key_json: &str,
+) -> Result<String, RegistryError> {
+    // Sign RS512 whatever `alg`/`use` the key was issued with.
+    let mut key: serde_json::Map<String, serde_json::Value> = serde_json::from_str(key_json)
+        .map_err(|_| RegistryError::invalid("the private key is not JSON"))?;
+    for member in ["alg", "use", "key_ops"] {
+        key.remove(member);
     }
+    let jwk = josekit::jwk::Jwk::from_map(key).map_err(|error| {
+        RegistryError::invalid(format!("the private key is not a JWK: {error}"))
+    })?;
+    let signer = RS512.signer_from_jwk(&jwk).map_err(|error| {
+        RegistryError::invalid(format!("the private key cannot sign RS512: {error}"))
+    })?;
+    let mut header = JwsHeader::new();
+    header.set_token_type("JWT");
+    header.set_key_id(kid);
+    let now = SystemTime::now();
+    let mut payload = JwtPayload::new();
+    payload.set_issuer(client_id);
+    payload.set_subject(client_id);
+    payload.set_audience(vec![endpoint.to_string()]);
+    payload.set_issued_at(&now);
+    payload.set_not_before(&(now - Duration::from_secs(30)));
+    payload.set_expires_at(&(now + ASSERTION_LIFETIME));
+    payload.set_jwt_id(uuid_v4());
+    jwt::encode_with_signer(&payload, &header, &signer)
+        .map_err(|error| RegistryError::invalid(format!("signing the assertion failed: {error}")))
 }

@@ -28,9 +28,10 @@ pub struct ConnectionError {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ConnectionFileJson {
-    /// Token service base addresses; the first is used.
+    /// Token service base addresses: the first that answers is used.
     pub security_token_service_base_addresses: Vec<String>,
-    /// Registry base addresses; the first is used.
+    /// Registry base addresses (nodes of one registry): the first that
+    /// answers is used.
     pub api_base_addresses: Vec<String>,
     /// The service principal.
     pub service_principal_id: String,
@@ -43,10 +44,14 @@ pub struct ConnectionFileJson {
 /// A validated connection file.
 #[derive(Clone)]
 pub struct ConnectionFile {
-    /// The token service base address.
+    /// The first token service base address.
     pub sts: String,
-    /// The registry base address.
+    /// The first registry base address.
     pub api: String,
+    /// Every token service base address, in the file's order.
+    pub sts_all: Vec<String>,
+    /// Every registry base address (the registry's nodes), in the file's order.
+    pub api_all: Vec<String>,
     /// `ServicePrincipalId`: the agent's id unless its config names another.
     pub principal_id: String,
     /// `{ServicePrincipalId}@{TenantId}`.
@@ -90,25 +95,28 @@ impl ConnectionFile {
                 None => format!("is not a Clearance connection file ({text})"),
             }
         })?;
-        let first = |list: &[String], name: &str| {
-            list.iter()
-                .find(|address| !address.trim().is_empty())
+        let all = |list: &[String], name: &str| {
+            let addresses: Vec<String> = list
+                .iter()
+                .filter(|address| !address.trim().is_empty())
                 .map(|address| address.trim().trim_end_matches('/').to_string())
-                .ok_or_else(|| format!("lists no {name}"))
+                .collect();
+            if addresses.is_empty() {
+                return Err(format!("lists no {name}"));
+            }
+            if let Some(address) = addresses.iter().find(|address| {
+                !(address.starts_with("https://") || address.starts_with("http://"))
+            }) {
+                return Err(format!("{name} entry `{address}` is not an http(s) URL"));
+            }
+            Ok(addresses)
         };
-        let sts = first(
+        let sts_all = all(
             &file.security_token_service_base_addresses,
             "SecurityTokenServiceBaseAddresses",
         )?;
-        let api = first(&file.api_base_addresses, "ApiBaseAddresses")?;
-        for (name, address) in [
-            ("SecurityTokenServiceBaseAddresses", &sts),
-            ("ApiBaseAddresses", &api),
-        ] {
-            if !(address.starts_with("https://") || address.starts_with("http://")) {
-                return Err(format!("{name} entry `{address}` is not an http(s) URL"));
-            }
-        }
+        let api_all = all(&file.api_base_addresses, "ApiBaseAddresses")?;
+        let (sts, api) = (sts_all[0].clone(), api_all[0].clone());
         if file.service_principal_id.trim().is_empty() || file.tenant_id.trim().is_empty() {
             return Err("has an empty ServicePrincipalId or TenantId".into());
         }
@@ -140,6 +148,8 @@ impl ConnectionFile {
         Ok(ConnectionFile {
             sts,
             api,
+            sts_all,
+            api_all,
             principal_id: file.service_principal_id.trim().to_string(),
             client_id: format!(
                 "{}@{}",
@@ -154,6 +164,14 @@ impl ConnectionFile {
     /// The token endpoint, `{sts}/token`; also the assertion's audience.
     pub fn token_endpoint(&self) -> String {
         format!("{}{}", self.sts, crate::protocol::TOKEN_PATH)
+    }
+
+    /// Every token endpoint, one per token service address.
+    pub fn token_endpoints(&self) -> Vec<String> {
+        self.sts_all
+            .iter()
+            .map(|sts| format!("{sts}{}", crate::protocol::TOKEN_PATH))
+            .collect()
     }
 }
 

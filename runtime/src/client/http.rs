@@ -136,7 +136,7 @@ impl HttpClient {
         let (status, retry_after, body) = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| {
-                RegistryError::transient(format!("{what}: no answer within {:?}", self.timeout))
+                RegistryError::transient(format!("{what}: {NO_ANSWER} {:?}", self.timeout))
             })??;
         if status.is_success() {
             return Ok(Reply { status, body });
@@ -144,6 +144,9 @@ impl HttpClient {
         Err(classify(what, status, retry_after, &body))
     }
 }
+
+/// What a timed-out call's message says (a node that stops answering).
+pub const NO_ANSWER: &str = "no answer within";
 
 /// The error for a non-2xx answer.
 fn classify(

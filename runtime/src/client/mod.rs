@@ -18,6 +18,7 @@ mod error;
 pub mod faults;
 pub mod health;
 pub mod http;
+pub mod nodes;
 pub mod retry;
 pub mod uploads;
 
@@ -36,6 +37,7 @@ pub use self::error::RegistryError;
 pub use self::faults::JobFaults;
 use self::health::RegistryHealth;
 use self::http::HttpClient;
+use self::nodes::Nodes;
 use self::retry::RetryPolicy;
 pub use self::uploads::JobUploads;
 use crate::protocol::{
@@ -68,6 +70,14 @@ pub fn uuid_v4() -> String {
 pub enum Polled {
     /// A job the agent can run.
     Job(Job),
+    /// A job of a type this agent does not know (a newer registry's): left
+    /// alone for an agent that does.
+    Foreign {
+        /// The job's id.
+        job_id: String,
+        /// Its type, as the registry spells it.
+        job_type: String,
+    },
     /// A job it cannot: its id (possibly empty) and why.
     Malformed {
         /// The job's id, if the entry had one.
@@ -75,6 +85,39 @@ pub enum Polled {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl Polled {
+    /// One entry of a poll's answer.
+    fn read(value: serde_json::Value) -> Polled {
+        let job_id = value
+            .get("jobId")
+            .and_then(|id| id.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let job_type = value.get("type").and_then(|kind| kind.as_str());
+        if let Some(job_type) =
+            job_type.filter(|kind| JobType::ALL.iter().all(|known| known.as_str() != *kind))
+        {
+            return Polled::Foreign {
+                job_id,
+                job_type: job_type.to_string(),
+            };
+        }
+        match serde_json::from_value::<Job>(value) {
+            Ok(job) => match job.validate() {
+                Ok(()) => Polled::Job(job),
+                Err(malformed) => Polled::Malformed {
+                    job_id,
+                    reason: malformed.to_string(),
+                },
+            },
+            Err(error) => Polled::Malformed {
+                reason: format!("job {job_id} is malformed: {error}"),
+                job_id,
+            },
+        }
+    }
 }
 
 /// A client of one registry, for one agent id. Cheap to clone.
@@ -87,6 +130,7 @@ pub struct RegistryClient {
 struct Inner {
     http: HttpClient,
     api: String,
+    nodes: Arc<Nodes>,
     agent_id: String,
     tokens: Arc<TokenSource>,
     health: Arc<RegistryHealth>,
@@ -101,12 +145,26 @@ impl RegistryClient {
         tokens: TokenSource,
         retry: RetryPolicy,
     ) -> RegistryClient {
-        let api = api.trim_end_matches('/').to_string();
+        RegistryClient::with_nodes(http, &[api.to_string()], agent_id, tokens, retry)
+    }
+
+    /// A client of the registry whose nodes are at `apis` (base addresses,
+    /// at least one): calls go to the first that answers (see [`Nodes`]).
+    pub fn with_nodes(
+        http: HttpClient,
+        apis: &[String],
+        agent_id: &str,
+        tokens: TokenSource,
+        retry: RetryPolicy,
+    ) -> RegistryClient {
+        let nodes = Nodes::new(apis);
+        let api = nodes.urls()[0].clone();
         RegistryClient {
             inner: Arc::new(Inner {
                 http,
                 health: Arc::new(RegistryHealth::of(&api)),
                 api,
+                nodes: Arc::new(nodes),
                 agent_id: agent_id.to_string(),
                 tokens: Arc::new(tokens),
             }),
@@ -130,6 +188,7 @@ impl RegistryClient {
             inner: Arc::new(Inner {
                 http: self.inner.http.own_pool(),
                 api: self.inner.api.clone(),
+                nodes: self.inner.nodes.clone(),
                 agent_id: self.inner.agent_id.clone(),
                 tokens: self.inner.tokens.clone(),
                 health: self.inner.health.clone(),
@@ -143,8 +202,8 @@ impl RegistryClient {
         self.inner.health.clone()
     }
 
-    /// A client set up from a connection file (`api` overrides its first
-    /// ApiBaseAddresses entry when given).
+    /// A client set up from a connection file: every node its
+    /// ApiBaseAddresses lists (`api`, when given, replaces them all).
     pub fn from_connection_file(
         file: &ConnectionFile,
         agent_id: &str,
@@ -153,23 +212,28 @@ impl RegistryClient {
         retry: RetryPolicy,
     ) -> Result<RegistryClient, String> {
         let http = HttpClient::new(extra_ca)?;
-        let tokens = TokenSource::new(
+        let tokens = TokenSource::with_endpoints(
             http.clone(),
-            &file.token_endpoint(),
+            &file.token_endpoints(),
             Credentials::from_connection_file(file),
         );
-        Ok(RegistryClient::new(
-            http,
-            api.unwrap_or(&file.api),
-            agent_id,
-            tokens,
-            retry,
+        let apis = match api {
+            Some(api) => vec![api.to_string()],
+            None => file.api_all.clone(),
+        };
+        Ok(RegistryClient::with_nodes(
+            http, &apis, agent_id, tokens, retry,
         ))
     }
 
-    /// The registry's base address.
+    /// The registry's (first node's) base address.
     pub fn api(&self) -> &str {
         &self.inner.api
+    }
+
+    /// The base address of the node calls go to now.
+    pub fn current_node(&self) -> String {
+        self.inner.nodes.current().1.to_string()
     }
 
     /// The agent id.
@@ -197,7 +261,8 @@ impl RegistryClient {
 
     /// The available jobs of the given types, oldest first as the registry
     /// sends them. A job that does not parse or lacks what its type needs
-    /// comes back as [`Polled::Malformed`], so one bad job never hides the others.
+    /// comes back as [`Polled::Malformed`], so one bad job never hides the
+    /// others; one of a type this agent does not know as [`Polled::Foreign`].
     pub async fn poll(
         &self,
         types: &[JobType],
@@ -210,29 +275,7 @@ impl RegistryClient {
                 "GET {path}: the answer is not a list of jobs: {error}"
             ))
         })?;
-        Ok(list
-            .into_iter()
-            .map(|value| {
-                let job_id = value
-                    .get("jobId")
-                    .and_then(|id| id.as_str())
-                    .unwrap_or_default()
-                    .to_string();
-                match serde_json::from_value::<Job>(value) {
-                    Ok(job) => match job.validate() {
-                        Ok(()) => Polled::Job(job),
-                        Err(malformed) => Polled::Malformed {
-                            job_id,
-                            reason: malformed.to_string(),
-                        },
-                    },
-                    Err(error) => Polled::Malformed {
-                        reason: format!("job {job_id} is malformed: {error}"),
-                        job_id,
-                    },
-                }
-            })
-            .collect())
+        Ok(list.into_iter().map(Polled::read).collect())
     }
 
     /// Locks `job_id` for `lease`. Retries carry the same request id, so a lost
@@ -438,24 +481,68 @@ impl RegistryClient {
                 RegistryError::Unauthorized("the token is not a valid header value".into())
             })?;
         authorization.set_sensitive(true);
+        let (node, base) = self.inner.nodes.current();
         let request = Request::builder()
             .method(method.clone())
-            .uri(format!("{}{path}", self.inner.api))
+            .uri(format!("{base}{path}"))
             .header(AUTHORIZATION, authorization)
             .header(CONTENT_TYPE, content_type)
             .body(Full::new(body))
             .map_err(|error| RegistryError::invalid(format!("{what}: {error}")))?;
-        self.inner
-            .http
-            .send(what, request)
-            .await
-            .map(|reply| reply.body)
+        let sent = self.inner.http.send(what, request).await;
+        if let Err(error) = &sent {
+            self.inner.nodes.failed(node, error);
+        }
+        sent.map(|reply| reply.body)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a service that writes its nulls, knows a newer job type or a
+    /// newer state would send: the valid jobs run, the new type is left for
+    /// another agent, and only a job really lacking what it needs is
+    /// malformed (cancelled by the agent).
+    #[test]
+    fn a_poll_reads_nulls_and_leaves_unknown_job_types_alone() {
+        let read = |json: serde_json::Value| Polled::read(json);
+        let with_nulls = serde_json::json!({
+            "jobId": "j1", "type": "thumbnail", "agentId": "agent-1", "deviceId": "cam-1",
+            "startTimeUtc": null, "endTimeUtc": null, "parameters": null,
+            "state": "Scheduled", "createdUtc": "2026-12-03T10:00:00Z",
+            "lockExpirationUtc": null, "taskProgress": null, "taskTotal": null,
+            "someFieldOfANewerService": {"x": 1}
+        });
+        let Polled::Job(job) = read(with_nulls) else {
+            panic!("a valid job with nulls");
+        };
+        assert!(job.parameters.is_empty() && job.state.is_none() && job.task_total == 0);
+        // .NET writes seven digits of fraction; an offset may be +00:00.
+        let dotnet_times = serde_json::json!({
+            "jobId": "m1", "type": "mediarequest", "deviceId": "cam-1",
+            "startTimeUtc": "2026-11-20T10:00:00.1234567Z",
+            "endTimeUtc": "2026-11-20T10:05:00+00:00"
+        });
+        let Polled::Job(media) = read(dotnet_times) else {
+            panic!("a media job with .NET's times");
+        };
+        let (start, end) = (media.start_time_utc.unwrap(), media.end_time_utc.unwrap());
+        assert_eq!((end - start).whole_seconds(), 299);
+        assert!(matches!(
+            read(serde_json::json!({"jobId": "j2", "type": "export", "deviceId": "cam-1"})),
+            Polled::Foreign { job_id, job_type } if job_id == "j2" && job_type == "export"
+        ));
+        assert!(matches!(
+            read(serde_json::json!({"jobId": "j3", "type": "thumbnail"})),
+            Polled::Malformed { job_id, .. } if job_id == "j3"
+        ));
+        assert!(matches!(
+            read(serde_json::json!({"jobId": "j4", "type": 7})),
+            Polled::Malformed { .. }
+        ));
+    }
 
     #[test]
     fn request_ids_are_version_4_uuids() {

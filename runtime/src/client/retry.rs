@@ -94,9 +94,13 @@ mod tests {
         assert!(policy.backoff(1, Some(Duration::from_secs(2))) >= Duration::from_secs(2));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn transient_errors_are_retried_and_others_are_not() {
-        let policy = RetryPolicy::default();
+        let policy = RetryPolicy {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(5),
+            ..RetryPolicy::default()
+        };
         let mut calls = 0;
         let result = policy
             .run("op", || {

@@ -3,6 +3,8 @@
 //! through the `corral` binary against camera-sim and the registry on loopback.
 //! One test binary, so the runtime is linked once.
 
+mod dev_loop;
+mod guests_new;
 mod logs;
 mod messages;
 mod readme;

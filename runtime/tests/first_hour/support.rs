@@ -1,6 +1,7 @@
 //! What the first-hour tests share: running the real `corral` binary, the
 //! guests the build made, free ports, and a registry's data folder with agents.
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -38,11 +39,18 @@ impl From<Output> for Run {
 
 /// Runs `corral args` to its end, with no camera secret in its environment.
 pub fn corral(args: &[&str]) -> Run {
+    corral_env(args, &[])
+}
+
+/// Runs `corral args` to its end with `env` added to its environment (and
+/// no camera secret).
+pub fn corral_env(args: &[&str], env: &[(&str, &OsStr)]) -> Run {
     Command::new(CORRAL)
         .args(args)
         .env_remove("CORRAL_SECRET_CAMERA_SIM")
         .env_remove("CORRAL_LOG_FORMAT")
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .output()
         .expect("corral runs")
         .into()
@@ -125,4 +133,29 @@ pub fn first_file_id(data: &Path, job_id: &str) -> String {
     let id = job.and_then(|job| job["files"][0]["fileId"].as_str());
     id.unwrap_or_else(|| panic!("job {job_id} has no file: {listed}"))
         .to_string()
+}
+
+/// A guest `tests/polyglot.sh` built (`http_vms_py.wasm`, `http_vms_js.wasm`),
+/// or `None` after saying on stderr that the test skips (its toolchain was
+/// missing). Under CI (`CI=true`) a missing guest panics instead.
+pub fn polyglot_guest(file: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("CORRAL_POLYGLOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/guests/polyglot"));
+    let path = dir.join(file);
+    if path.exists() {
+        return Some(path);
+    }
+    skip(&format!(
+        "{} is missing: run `bash tests/polyglot.sh` (tests/run.sh does)",
+        path.display()
+    ));
+    None
+}
+
+/// Says on stderr that a test skips, and why; under CI (`CI=true`) a test
+/// may not skip, so this panics instead.
+pub fn skip(why: &str) {
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+    eprintln!("skipped: {why}");
 }

@@ -168,10 +168,10 @@ async fn a_lost_lock_stops_the_guest_and_nothing_is_committed() {
             .registry()
             .store()
             .transaction(move |tx| {
-                Ok(tx.execute(
+                tx.execute(
                     "UPDATE jobs SET lock_expires_ms = 0 WHERE job_id = ?1",
-                    [&id],
-                )?)
+                    corral_registry::params![id],
+                )
             })
             .await
             .unwrap();
@@ -217,11 +217,11 @@ async fn each_outcome_maps_to_its_registry_call() {
         .registry()
         .store()
         .transaction(move |tx| {
-            Ok(tx.execute(
+            tx.execute(
                 "INSERT INTO jobs (job_id, job_type, agent_id, parameters, state, created_ms)
                  VALUES (?1, 'thumbnail', 'agent-1', '{}', 'Available', 0)",
-                [&inserted],
-            )?)
+                corral_registry::params![inserted],
+            )
         })
         .await
         .unwrap();

@@ -1,17 +1,20 @@
-//! The reference guest, inside the runtime, against camera-sim.
+//! The reference guest, inside the runtime, against camera-sim. The tests of
+//! what http-vms does run for each language it is written in (Rust, Python,
+//! JavaScript), from one body each: the same jobs, the same assertions.
 
 use std::time::Duration;
 
 use corral::guest::JobOutcome;
 use corral::protocol::{DiscoveryResult, JobType};
 use corral_camera_sim::{FaultSettings, SimConfig, recording};
-use corral_tests::{Harness, job, media_job, unix_millis};
+use corral_tests::{Harness, Lang, job, media_job, unix_millis};
 use sha2::{Digest, Sha256};
 use time::macros::datetime;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn discovery_lists_the_devices_camera_sim_knows() {
-    let harness = Harness::start(SimConfig::with_devices(6)).await;
+async fn discovery_lists_the_devices_camera_sim_knows(lang: Lang) {
+    let Some(harness) = Harness::start_in(lang, SimConfig::with_devices(6)).await else {
+        return;
+    };
     let report = harness.run(&job("d1", JobType::Discovery, None)).await;
     let JobOutcome::Discovered(devices) = &report.outcome else {
         panic!("discovery failed: {:?}", report.outcome);
@@ -35,9 +38,10 @@ async fn discovery_lists_the_devices_camera_sim_knows() {
     assert_eq!((report.progress.done, report.progress.total), (6, 6));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thumbnail_decodes_as_a_jpeg_of_the_camera() {
-    let harness = Harness::start(SimConfig::with_devices(2)).await;
+async fn a_thumbnail_decodes_as_a_jpeg_of_the_camera(lang: Lang) {
+    let Some(harness) = Harness::start_in(lang, SimConfig::with_devices(2)).await else {
+        return;
+    };
     let report = harness
         .run(&job("t1", JobType::Thumbnail, Some("cam-0002")))
         .await;
@@ -61,13 +65,14 @@ async fn a_thumbnail_decodes_as_a_jpeg_of_the_camera() {
     assert_eq!(pixels.len(), 320 * 180 * 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_five_minute_recording_equals_the_cameras_bytes() {
+async fn a_five_minute_recording_equals_the_cameras_bytes(lang: Lang) {
     let config = SimConfig {
         bitrate_bps: 256_000,
         ..SimConfig::with_devices(2)
     };
-    let harness = Harness::start(config).await;
+    let Some(harness) = Harness::start_in(lang, config).await else {
+        return;
+    };
     let start = datetime!(2026-11-20 10:00 UTC);
     let job = media_job("m1", "cam-0001", start, Duration::from_secs(300));
     let report = harness.run(&job).await;
@@ -95,11 +100,12 @@ async fn a_five_minute_recording_equals_the_cameras_bytes() {
     assert_eq!(report.progress.total, expected.len() as u64);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_the_manifest_does_not_grant_is_denied_and_named() {
-    let harness = Harness::start(SimConfig::with_devices(1)).await;
+async fn a_host_the_manifest_does_not_grant_is_denied_and_named(lang: Lang) {
+    let Some(harness) = Harness::start_in(lang, SimConfig::with_devices(1)).await else {
+        return;
+    };
     // The guest is told to call camera-sim, but its grant names another port.
-    let mut manifest = corral::bundled::http_vms_manifest("http://127.0.0.1:9").unwrap();
+    let mut manifest = harness.manifest("http://127.0.0.1:9");
     manifest
         .settings
         .insert("base-url".into(), harness.sim.base_url());
@@ -118,9 +124,10 @@ async fn a_host_the_manifest_does_not_grant_is_denied_and_named() {
     assert!(message.contains("HttpRequestDenied"), "{message}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_device_is_unsupported_and_a_dead_camera_unavailable() {
-    let harness = Harness::start(SimConfig::with_devices(1)).await;
+async fn an_unknown_device_is_unsupported_and_a_dead_camera_unavailable(lang: Lang) {
+    let Some(harness) = Harness::start_in(lang, SimConfig::with_devices(1)).await else {
+        return;
+    };
     let report = harness
         .run(&job("t2", JobType::Thumbnail, Some("cam-9999")))
         .await;
@@ -149,9 +156,10 @@ async fn an_unknown_device_is_unsupported_and_a_dead_camera_unavailable() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recording_cut_mid_stream_keeps_no_file() {
-    let harness = Harness::start(SimConfig::with_devices(1)).await;
+async fn a_recording_cut_mid_stream_keeps_no_file(lang: Lang) {
+    let Some(harness) = Harness::start_in(lang, SimConfig::with_devices(1)).await else {
+        return;
+    };
     harness.sim.faults().set(FaultSettings {
         cut_after_bytes: Some(3_000_000),
         ..Default::default()
@@ -172,6 +180,36 @@ async fn a_recording_cut_mid_stream_keeps_no_file() {
         harness.files()
     );
 }
+
+/// One test per language for each behaviour above, named
+/// `http_vms::<language>::<behaviour>`.
+macro_rules! in_every_language {
+    ($($behaviour:ident),* $(,)?) => {
+        in_every_language!(@lang rust, Lang::Rust, $($behaviour),*);
+        in_every_language!(@lang python, Lang::Python, $($behaviour),*);
+        in_every_language!(@lang javascript, Lang::JavaScript, $($behaviour),*);
+    };
+    (@lang $module:ident, $lang:expr, $($behaviour:ident),*) => {
+        mod $module {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $behaviour() {
+                    super::$behaviour($lang).await
+                }
+            )*
+        }
+    };
+}
+
+in_every_language!(
+    discovery_lists_the_devices_camera_sim_knows,
+    a_thumbnail_decodes_as_a_jpeg_of_the_camera,
+    a_five_minute_recording_equals_the_cameras_bytes,
+    a_host_the_manifest_does_not_grant_is_denied_and_named,
+    an_unknown_device_is_unsupported_and_a_dead_camera_unavailable,
+    a_recording_cut_mid_stream_keeps_no_file,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_secret_is_refused_at_load_and_a_wrong_one_fails_with_the_status() {

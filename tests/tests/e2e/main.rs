@@ -2,11 +2,14 @@
 //! loopback. One test binary, so wasmtime is linked once.
 
 mod agent;
+mod azure;
 mod camera_sim;
 mod hostile;
 mod hotswap;
 mod http_vms;
 mod loading;
+mod nodes;
+mod polyglot;
 mod registry;
 mod scheduling;
 mod upload;

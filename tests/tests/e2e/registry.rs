@@ -1,5 +1,8 @@
 //! The registry client against the on-premise registry: every call and every
-//! error code of PROTOCOL.md, faults, concurrency, bad input.
+//! error code of PROTOCOL.md, faults, concurrency, bad input. Each test runs
+//! on every storage backend (`sqlite::*`, `postgres::*`); the Retry-After
+//! tests, which exercise the client against refusals made before any storage
+//! is touched, run on SQLite only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +12,11 @@ use corral::client::RegistryError;
 use corral::protocol::{CompletionState, FileKind, JobType};
 use corral::sink::{OutputSink, OutputSpec};
 use corral::upload::{UploadConfig, UploadSink};
+use corral_registry::blobs::BlockId;
 use corral_registry::routes::Endpoint;
 use corral_registry::{Fault, RegistryConfig};
-use corral_tests::registry::{TestRegistry, fast_retry, new_job, raw};
+use corral_tests::backend::Backend;
+use corral_tests::registry::{TestRegistry, fast_retry, lock_race, new_job, raw};
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -44,9 +49,8 @@ async fn upload(
     file.commit(bytes.len() as u64, "").await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_client_passes_every_call_and_error_code() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn the_client_passes_every_call_and_error_code(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let client = registry.client("agent-1").await;
     client
         .check(&[])
@@ -189,12 +193,14 @@ async fn the_client_passes_every_call_and_error_code() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_lock_makes_the_job_available_and_its_files_dead() {
-    let registry = TestRegistry::start(RegistryConfig {
-        max_lock_seconds: 2,
-        ..RegistryConfig::default()
-    })
+async fn an_expired_lock_makes_the_job_available_and_its_files_dead(backend: Backend) {
+    let registry = TestRegistry::start_on(
+        &backend,
+        RegistryConfig {
+            max_lock_seconds: 2,
+            ..RegistryConfig::default()
+        },
+    )
     .await;
     let client = registry.client("agent-1").await;
     let job = registry
@@ -248,9 +254,8 @@ async fn an_expired_lock_makes_the_job_available_and_its_files_dead() {
         .expect("another lock after expiry");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_thirty_percent_faults_each_call_has_exactly_one_effect() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn under_thirty_percent_faults_each_call_has_exactly_one_effect(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let client = registry.client("agent-1").await;
     client.check(&[]).await.unwrap();
     let jobs = registry
@@ -295,9 +300,8 @@ async fn under_thirty_percent_faults_each_call_has_exactly_one_effect() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_lock_attempts_on_twenty_jobs_lock_each_once() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn two_hundred_lock_attempts_on_twenty_jobs_lock_each_once(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let client = registry.client("agent-1").await;
     client.check(&[]).await.unwrap();
     let jobs = registry
@@ -307,26 +311,14 @@ async fn two_hundred_lock_attempts_on_twenty_jobs_lock_each_once() {
                 .collect(),
         )
         .await;
-    let attempts = (0..200).map(|i| {
-        let (client, job_id) = (client.clone(), jobs[i % 20].job_id.clone());
-        tokio::spawn(async move { (job_id.clone(), client.lock(&job_id, LEASE).await) })
-    });
-    let mut granted = std::collections::HashMap::new();
-    for attempt in futures::future::join_all(attempts).await {
-        let (job_id, result) = attempt.unwrap();
-        match result {
-            Ok(_) => *granted.entry(job_id).or_insert(0) += 1,
-            Err(RegistryError::LockLost(_)) => {}
-            Err(other) => panic!("unexpected {other}"),
-        }
-    }
+    let ids: Vec<String> = jobs.iter().map(|job| job.job_id.clone()).collect();
+    let granted = lock_race(&[client], &ids, 200).await;
     assert_eq!(granted.len(), 20);
     assert!(granted.values().all(|count| *count == 1), "{granted:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_one_clear_4xx() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn bad_input_gets_one_clear_4xx(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let base = registry.running.base_url();
     let token = registry.token("agent-1").await;
     let client = registry.client("agent-1").await;
@@ -527,10 +519,9 @@ async fn bad_input_gets_one_clear_4xx() {
     assert!(String::from_utf8_lossy(&answer).contains("unknown job type `video`"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broken_connection_file_stops_start_up_with_one_sentence() {
+async fn a_broken_connection_file_stops_start_up_with_one_sentence(backend: Backend) {
     use corral::client::connection::ConnectionFile;
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let (path, _) = registry.add_agent("agent-1").await;
     let mut file: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -578,20 +569,21 @@ async fn tokens_issued(registry: &TestRegistry) -> i64 {
         .registry()
         .store()
         .transaction(|tx| {
-            Ok(tx.query_row("SELECT COUNT(*) FROM tokens", [], |row| {
-                row.get::<_, i64>(0)
-            })?)
+            let row = tx.row("SELECT COUNT(*) FROM tokens", corral_registry::params![])?;
+            row.expect("COUNT(*) answers one row").get::<i64>(0)
         })
         .await
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_token_serves_many_calls_and_is_renewed_after_expiry_and_401() {
-    let registry = TestRegistry::start(RegistryConfig {
-        token_lifetime: Duration::from_secs(6),
-        ..RegistryConfig::default()
-    })
+async fn one_token_serves_many_calls_and_is_renewed_after_expiry_and_401(backend: Backend) {
+    let registry = TestRegistry::start_on(
+        &backend,
+        RegistryConfig {
+            token_lifetime: Duration::from_secs(6),
+            ..RegistryConfig::default()
+        },
+    )
     .await;
     let client = registry.client("agent-1").await;
     for _ in 0..5 {
@@ -607,7 +599,7 @@ async fn one_token_serves_many_calls_and_is_renewed_after_expiry_and_401() {
         .running
         .registry()
         .store()
-        .transaction(|tx| Ok(tx.execute("DELETE FROM tokens", [])?))
+        .transaction(|tx| tx.execute("DELETE FROM tokens", corral_registry::params![]))
         .await
         .unwrap();
     client
@@ -621,13 +613,12 @@ async fn one_token_serves_many_calls_and_is_renewed_after_expiry_and_401() {
     assert_eq!(tokens_issued(&registry).await, 2, "renewed before expiry");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_assertion_is_accepted_once() {
+async fn an_assertion_is_accepted_once(backend: Backend) {
     use corral::client::connection::ConnectionFile;
     use josekit::jws::{JwsHeader, RS512};
     use josekit::jwt::{self, JwtPayload};
 
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let (path, _) = registry.add_agent("agent-1").await;
     let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let parsed = ConnectionFile::load(&path).unwrap();
@@ -671,9 +662,8 @@ async fn an_assertion_is_accepted_once() {
     assert!(String::from_utf8_lossy(&answer).contains("aud"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_uploaded_file_decrypts_via_the_admin_api_and_with_the_azure_sdk() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn an_uploaded_file_decrypts_via_the_admin_api_and_with_the_azure_sdk(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let client = registry.client("agent-1").await;
     let job = registry
         .post(vec![new_job("mediarequest", "agent-1", Some("cam-1"))])
@@ -749,9 +739,8 @@ async fn an_uploaded_file_decrypts_via_the_admin_api_and_with_the_azure_sdk() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_released_lock_leaves_no_file_behind_even_a_committed_one() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn a_released_lock_leaves_no_file_behind_even_a_committed_one(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let client = registry.client("agent-1").await;
     let job = registry
         .post(vec![new_job("discovery", "agent-1", None)])
@@ -771,17 +760,37 @@ async fn a_released_lock_leaves_no_file_behind_even_a_committed_one() {
     .await
     .unwrap();
     assert_eq!(registry.job(&job.job_id).await.files.unwrap().len(), 1);
+    let store = registry.running.registry().store().clone();
+    let id = file_id.clone();
+    let row = store
+        .transaction(move |tx| corral_registry::files::committed(tx, &id))
+        .await
+        .unwrap();
+    let ids: Vec<String> = serde_json::from_str(row.block_ids.as_deref().unwrap()).unwrap();
+    let ids: Vec<BlockId> = ids.iter().map(|id| BlockId::parse(id).unwrap()).collect();
+    assert!(store.blobs().read_file(&file_id, &ids).is_ok(), "stored");
     client.release(&job.job_id, &lock.lock_token).await.unwrap();
     let released = registry.job(&job.job_id).await;
     assert!(
         released.files.unwrap().is_empty(),
         "the released lock's files are gone"
     );
-    let store = registry.running.registry().store().clone();
+    let id = file_id.clone();
     let missing = store
-        .transaction(move |tx| corral_registry::files::committed(tx, &file_id))
+        .transaction(move |tx| corral_registry::files::committed(tx, &id))
         .await;
     assert!(missing.is_err());
+    // The sweep (also started by the release) deletes the bytes, blob included.
+    let sweeper = store.clone();
+    tokio::task::spawn_blocking(move || corral_registry::files::sweep_abandoned(&sweeper))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store.blobs().read_file(&file_id, &ids).is_err(),
+        "the file's bytes are gone from {}",
+        store.blobs().describe()
+    );
     // The next attempt starts clean and completes with its own file.
     let lock = client.lock(&job.job_id, LEASE).await.unwrap();
     upload(
@@ -906,9 +915,8 @@ retry_after_tests! {
     a_503_and_a_429_with_retry_after_on_release_are_waited_out: Release,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_initialize_answer_leaves_an_orphan_that_complete_discards() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn a_lost_initialize_answer_leaves_an_orphan_that_complete_discards(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let client = registry.client("agent-1").await;
     let job = registry
         .post(vec![new_job("thumbnail", "agent-1", Some("cam-0001"))])
@@ -952,9 +960,8 @@ async fn a_lost_initialize_answer_leaves_an_orphan_that_complete_discards() {
     assert_eq!((counts.lost, counts.dropped), (1, 1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admin_api_switches_faults_and_reports_what_the_registry_counted() {
-    let registry = TestRegistry::start(RegistryConfig::default()).await;
+async fn the_admin_api_switches_faults_and_reports_what_the_registry_counted(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
     let base = registry.running.base_url();
     let admin = registry.running.registry().admin_token().to_string();
     let body = br#"{"fail":0.2,"drop":0.05,"lose":0.05}"#.to_vec();
@@ -1075,3 +1082,18 @@ async fn the_admin_api_switches_faults_and_reports_what_the_registry_counted() {
     assert_eq!(stats["refusedCommits"], 1, "{stats}");
     assert_eq!(stats["faults"]["refused"], 0, "{stats}");
 }
+
+corral_tests::on_every_backend!(
+    the_client_passes_every_call_and_error_code,
+    an_expired_lock_makes_the_job_available_and_its_files_dead,
+    under_thirty_percent_faults_each_call_has_exactly_one_effect,
+    two_hundred_lock_attempts_on_twenty_jobs_lock_each_once,
+    bad_input_gets_one_clear_4xx,
+    a_broken_connection_file_stops_start_up_with_one_sentence,
+    one_token_serves_many_calls_and_is_renewed_after_expiry_and_401,
+    an_assertion_is_accepted_once,
+    an_uploaded_file_decrypts_via_the_admin_api_and_with_the_azure_sdk,
+    a_released_lock_leaves_no_file_behind_even_a_committed_one,
+    a_lost_initialize_answer_leaves_an_orphan_that_complete_discards,
+    the_admin_api_switches_faults_and_reports_what_the_registry_counted,
+);

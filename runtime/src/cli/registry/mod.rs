@@ -1,6 +1,7 @@
 //! `corral registry ...`: the on-premise registry, and people's and scripts'
 //! access to its data folder (no token needed; SQLite lets these run beside
-//! the server).
+//! the server). With `--database` the state is in PostgreSQL instead, shared
+//! by every node serving it.
 //!
 //! Only `serve` and `add-agent` create a registry, and they say so; the
 //! commands that read one refuse a folder that holds none, so a mistyped
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use corral_envelope::keys::WrapAlgorithm;
+use corral_registry::blobs::azure::AzureBlobs;
 use corral_registry::{Registry, RegistryConfig, Store, auth, files, jobs};
 
 /// Arguments of `corral registry`.
@@ -32,6 +34,18 @@ enum Command {
         /// The data folder (created, with a new registry, if it holds none).
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// Keep the state in this PostgreSQL database
+        /// (`postgres://user[:password]@host[:port]/db`) instead of the
+        /// folder's SQLite, e.g. to serve it from several nodes.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        /// Keep the files' bytes in this Azure Blob Storage container
+        /// (`https://<account>.blob.core.windows.net/<container>`, or
+        /// `http://127.0.0.1:10000/devstoreaccount1/<container>` for Azurite)
+        /// instead of the folder's `blocks/`; the account key is read from
+        /// CORRAL_BLOBS_KEY.
+        #[arg(long, value_name = "CONTAINER_URL")]
+        blobs: Option<String>,
         /// Address to listen on (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
@@ -58,13 +72,19 @@ enum Command {
         /// The data folder (created, with a new registry, if it holds none).
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// Keep the state in this PostgreSQL database
+        /// (`postgres://user[:password]@host[:port]/db`) instead of the
+        /// folder's SQLite, e.g. to serve it from several nodes.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
         /// The agent id, e.g. `agent-1`.
         #[arg(long, value_name = "AGENT_ID")]
         name: String,
         /// The registry's base URL, written into the file, e.g.
-        /// `http://127.0.0.1:8080`.
-        #[arg(long, value_name = "URL")]
-        url: String,
+        /// `http://127.0.0.1:8080`; repeated for a registry of several
+        /// nodes (the agent uses the first that answers).
+        #[arg(long, value_name = "URL", required = true)]
+        url: Vec<String>,
         /// Where to write the connection file.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
@@ -81,6 +101,11 @@ enum Command {
         /// The data folder of an existing registry.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// Keep the state in this PostgreSQL database
+        /// (`postgres://user[:password]@host[:port]/db`) instead of the
+        /// folder's SQLite, e.g. to serve it from several nodes.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
         /// PROTOCOL.md's job objects with their files, as JSON.
         #[arg(long)]
         json: bool,
@@ -90,6 +115,18 @@ enum Command {
         /// The data folder of an existing registry.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// Keep the state in this PostgreSQL database
+        /// (`postgres://user[:password]@host[:port]/db`) instead of the
+        /// folder's SQLite, e.g. to serve it from several nodes.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        /// Keep the files' bytes in this Azure Blob Storage container
+        /// (`https://<account>.blob.core.windows.net/<container>`, or
+        /// `http://127.0.0.1:10000/devstoreaccount1/<container>` for Azurite)
+        /// instead of the folder's `blocks/`; the account key is read from
+        /// CORRAL_BLOBS_KEY.
+        #[arg(long, value_name = "CONTAINER_URL")]
+        blobs: Option<String>,
         /// The file id (`corral registry jobs` lists them).
         #[arg(long, value_name = "FILE_ID")]
         file: String,
@@ -104,6 +141,18 @@ enum Command {
         /// The data folder of an existing registry.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// Keep the state in this PostgreSQL database
+        /// (`postgres://user[:password]@host[:port]/db`) instead of the
+        /// folder's SQLite, e.g. to serve it from several nodes.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        /// Keep the files' bytes in this Azure Blob Storage container
+        /// (`https://<account>.blob.core.windows.net/<container>`, or
+        /// `http://127.0.0.1:10000/devstoreaccount1/<container>` for Azurite)
+        /// instead of the folder's `blocks/`; the account key is read from
+        /// CORRAL_BLOBS_KEY.
+        #[arg(long, value_name = "CONTAINER_URL")]
+        blobs: Option<String>,
         /// The job id (`corral registry jobs` lists them).
         #[arg(long, value_name = "JOB_ID")]
         job: String,
@@ -113,8 +162,30 @@ enum Command {
     },
 }
 
-/// Opens the registry of `data`, refusing a folder that holds none.
-fn open_existing(data: &Path) -> anyhow::Result<Store> {
+/// Opens the store of `data`, its state in `database` when given.
+fn open_store(data: &Path, database: Option<&str>) -> anyhow::Result<Store> {
+    match database {
+        Some(url) => Store::open_postgres(data, url),
+        None => Store::open(data),
+    }
+    .map_err(anyhow::Error::msg)
+}
+
+/// `store` with its files' bytes in the Azure container `blobs`, when given.
+fn with_blobs(store: Store, blobs: Option<&str>) -> anyhow::Result<Store> {
+    let Some(url) = blobs else {
+        return Ok(store);
+    };
+    let container = AzureBlobs::from_env(url).map_err(anyhow::Error::msg)?;
+    Ok(store.with_blobs(std::sync::Arc::new(container)))
+}
+
+/// Opens the registry of `data` (or of `database`), refusing a folder that
+/// holds none.
+fn open_existing(data: &Path, database: Option<&str>) -> anyhow::Result<Store> {
+    if database.is_some() {
+        return open_store(data, database);
+    }
     if !Store::exists(data) {
         anyhow::bail!(
             "--data {dir}: this folder holds no registry (no {db}); check the path, or create a registry with `corral registry serve --data {dir}` or `corral registry add-agent --data {dir} ...`",
@@ -127,8 +198,8 @@ fn open_existing(data: &Path) -> anyhow::Result<Store> {
 
 /// Says on stderr that a registry is about to be created in `data`, if it
 /// holds none yet.
-fn announce_creation(data: &Path) {
-    if !Store::exists(data) {
+fn announce_creation(data: &Path, database: Option<&str>) {
+    if database.is_none() && !Store::exists(data) {
         eprintln!("creating a new registry in {}", data.display());
     }
 }
@@ -138,6 +209,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Serve {
             data,
+            database,
+            blobs,
             listen,
             max_lock_secs,
             oct_keys,
@@ -154,8 +227,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 public_urls,
                 ..RegistryConfig::default()
             };
-            announce_creation(&data);
-            let registry = Registry::open(&data, config).map_err(anyhow::Error::msg)?;
+            announce_creation(&data, database.as_deref());
+            let store = with_blobs(open_store(&data, database.as_deref())?, blobs.as_deref())?;
+            if blobs.is_some() {
+                eprintln!("files in {}", store.blobs().describe());
+            }
+            let registry = Registry::with_store(store, config).map_err(anyhow::Error::msg)?;
             if let Some(rates) = faults {
                 registry.faults().set(rates);
                 eprintln!("injecting faults: {rates:?}");
@@ -173,14 +250,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::AddAgent {
             data,
+            database,
             name,
             url,
             out,
             force,
         } => {
-            let existed = Store::exists(&data);
-            announce_creation(&data);
-            let store = Store::open(&data).map_err(anyhow::Error::msg)?;
+            let existed = database.is_some() || Store::exists(&data);
+            announce_creation(&data, database.as_deref());
+            let store = open_store(&data, database.as_deref())?;
             let replaced =
                 existed && store.transaction_blocking(|tx| auth::agent_exists(tx, &name))?;
             if replaced && !force {
@@ -190,7 +268,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
             }
             let (file, secret) =
-                store.transaction_blocking(|tx| auth::add_agent(tx, &name, &url))?;
+                store.transaction_blocking(|tx| auth::add_agent_at(tx, &name, &url))?;
             let json =
                 serde_json::to_vec_pretty(&file).context("serializing the connection file")?;
             write_private(&out, &json)
@@ -208,14 +286,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::PostJob(args) => {
             let job = args.new_job()?;
-            let store = open_existing(&args.data)?;
+            let store = open_existing(&args.data, args.database.as_deref())?;
             post_job::check_agent(&store, &args.data, &job.agent_id)?;
             let posted = store.transaction_blocking(|tx| jobs::post(tx, &job))?;
             println!("{}", posted.job_id);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Jobs { data, json } => {
-            let store = open_existing(&data)?;
+        Command::Jobs {
+            data,
+            database,
+            json,
+        } => {
+            let store = open_existing(&data, database.as_deref())?;
             let list = store.transaction_blocking(|tx| jobs::list(tx, None, None))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -224,15 +306,27 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::File { data, file, out } => {
-            let store = open_existing(&data)?;
+        Command::File {
+            data,
+            database,
+            blobs,
+            file,
+            out,
+        } => {
+            let store = with_blobs(open_existing(&data, database.as_deref())?, blobs.as_deref())?;
             let row = store.transaction_blocking(|tx| files::committed(tx, &file))?;
             let plaintext = files::decrypt(&store, &row)?;
             listing::write_file(&out, &row.file_name, &plaintext)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CancelJob { data, job, reason } => {
-            let store = open_existing(&data)?;
+        Command::CancelJob {
+            data,
+            database,
+            blobs,
+            job,
+            reason,
+        } => {
+            let store = with_blobs(open_existing(&data, database.as_deref())?, blobs.as_deref())?;
             let cancelled =
                 store.transaction_blocking(|tx| jobs::cancel_by_operator(tx, &job, &reason))?;
             // The cancelled lock's blocks go now, as after an agent's cancel.

@@ -16,6 +16,11 @@ pub struct PostJobArgs {
     /// The data folder of an existing registry.
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
+    /// Keep the state in this PostgreSQL database
+    /// (`postgres://user[:password]@host[:port]/db`) instead of the
+    /// folder's SQLite, e.g. to serve it from several nodes.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
     /// mediarequest, discovery or thumbnail.
     #[arg(long = "type", value_name = "TYPE")]
     job_type: String,
