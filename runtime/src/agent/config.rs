@@ -15,7 +15,7 @@
 //! # lock_secs = 60                   # lease asked for each job
 //! # shutdown_grace_secs = 30         # how long running jobs may finish on SIGTERM
 //! # blocks_in_flight = 4             # upload blocks in flight per file
-//! # min_poll_interval_secs = 0.25    # the shortest wait between two polls
+//! # min_poll_interval_secs = 0.25    # the shortest wait between two polls (unless the last filled every free slot)
 //! # max_discovered_devices = 250000  # devices one discovery job may report
 //! # cache_dir = "~/.cache/corral/guests"  # compiled guests: a folder of the agent's own, never the guests folder
 //! # [max_jobs_per_type]
@@ -134,7 +134,8 @@ pub struct AgentConfig {
     pub max_jobs_per_type: BTreeMap<JobType, usize>,
     /// Longest wait between polls when idle.
     pub poll_interval: Duration,
-    /// Shortest wait between two polls, however often jobs end.
+    /// Shortest wait between two polls, unless the last one filled every
+    /// free slot (a queue is waiting).
     pub min_poll_interval: Duration,
     /// Devices one discovery job may report (all guests together).
     pub max_discovered_devices: usize,

@@ -5,7 +5,9 @@
 //! guests serve (and whose guests are not paused, see [`backoff`]) and only
 //! while it has capacity (overall and per type); when idle it backs off up to
 //! the poll interval, when busy it polls again when a job ends, but never
-//! sooner than the minimum poll interval after the last poll. It takes jobs
+//! sooner than the minimum poll interval after the last poll, unless that
+//! poll filled every free slot (a queue is waiting: the next job may start as
+//! soon as one ends, one poll per job at most). It takes jobs
 //! oldest first and locks each, skipping a job it released lately and a job
 //! whose guest is paused; a 409 moves it to the next. Each locked job runs in its own task ([`runner`]) with a
 //! [lease keeper](lease). On shutdown it stops polling, lets running jobs
@@ -274,6 +276,9 @@ impl Agent {
         // guest paused): the next poll asks for that many more, so skipped
         // jobs at the head of the queue never hide the ones behind them.
         let mut skipped = 0;
+        // Whether the last poll filled every free slot: then more jobs are
+        // likely waiting, and the next poll need not wait for the pacing.
+        let mut filled = false;
         while stop.level() == StopLevel::Running {
             running.reap();
             let mut started = 0;
@@ -285,7 +290,7 @@ impl Agent {
                 .filter(|job| running.count(*job) < type_limit(&ctx.config, *job))
                 .collect();
             if capacity > 0 && !types.is_empty() {
-                if let Some(last) = last_poll {
+                if let Some(last) = last_poll.filter(|_| !filled) {
                     let next = last + ctx.config.min_poll_interval;
                     tokio::select! {
                         () = tokio::time::sleep_until(next.into()) => {}
@@ -303,8 +308,10 @@ impl Agent {
                         let taken = take_jobs(&ctx, polled, capacity, &mut running, &ended).await;
                         started = taken.started;
                         skipped = taken.skipped;
+                        filled = started == capacity;
                     }
                     Err(error) => {
+                        filled = false;
                         // The first failed attempt was logged as it happened
                         // (see `RegistryHealth`); this is the call giving up.
                         Metrics::bump(&ctx.metrics.registry_errors);

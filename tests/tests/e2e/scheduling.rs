@@ -188,3 +188,30 @@ async fn large_discoveries_keep_every_lease_and_thumbnails_run_beside_them() {
 
 /// Devices each large discovery reports.
 const DISCOVERED: usize = 100_000;
+
+/// A queue of small jobs drains as fast as they run, not at the pacing of
+/// the minimum poll interval: a poll that filled every free slot lets the
+/// next one come as soon as a job ends. Paced, these eight jobs on one slot
+/// would take at least seven intervals of 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_of_small_jobs_is_not_held_to_the_poll_pacing() {
+    let world = World::start(RegistryConfig::default(), SimConfig::with_devices(2)).await;
+    let jobs = (0..8)
+        .map(|i| world.job("thumbnail", Some(&format!("cam-{:04}", i % 2 + 1))))
+        .collect();
+    let ids = world.post(jobs).await;
+    let mut config = world.config();
+    config.max_jobs = 1;
+    config.poll_interval = Duration::from_secs(5);
+    config.min_poll_interval = Duration::from_secs(2);
+    let started = Instant::now();
+    let agent = world.agent(config);
+    let done = world.wait_final(&ids, Duration::from_secs(60)).await;
+    let took = started.elapsed();
+    assert!(done.iter().all(|job| job.state == "Completed"), "{done:#?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "8 jobs on one slot took {took:?}: held to the 2 s pacing"
+    );
+    agent.stop().await;
+}
