@@ -217,6 +217,14 @@ fn start(
         let stdout = child.stdout.take().expect("stdout");
         let mut reader = BufReader::new(stdout);
         reader.read_line(&mut line).expect("first line");
+        if line.trim().is_empty() {
+            let status = child.wait().expect("the child ends");
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            panic!(
+                "`corral {}` ended ({status}) before printing its address; its log:\n{said}",
+                args.join(" ")
+            );
+        }
         // Keep draining, so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut sink = String::new();
