@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use corral_camera_sim::SimConfig;
 use corral_envelope::keys::WrapAlgorithm;
 use corral_registry::RegistryConfig;
-use corral_tests::test_guests::{HOSTILE, install_variant};
+use corral_tests::test_guests::{HOSTILE, install_variant, variant};
 use corral_tests::world::World;
 
 fn tagged_job(world: &World) -> corral_registry::NewJob {
@@ -218,18 +218,30 @@ async fn a_removed_guest_is_unloaded_and_reload_rescans_at_once() {
     agent.stop().await;
 }
 
-/// Waits until the catalog serves `version`; how long that took.
-async fn until_version(agent: &corral_tests::world::RunningAgent, version: &str) -> Duration {
+/// Waits until the catalog serves `version` from the module `wasm` (both:
+/// a manifest renamed in before its module is served for a moment with the
+/// old module); how long that took.
+async fn until_version(
+    agent: &corral_tests::world::RunningAgent,
+    version: &str,
+    wasm: &[u8],
+) -> Duration {
+    use sha2::Digest;
+    let sha256: String = sha2::Sha256::digest(wasm)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
     let started = Instant::now();
     while !agent
         .catalog
         .guests()
         .iter()
-        .any(|guest| guest.manifest().version == version)
+        .any(|guest| guest.manifest().version == version && guest.sha256() == sha256)
     {
         assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "version {version} was never loaded"
+            started.elapsed() < Duration::from_secs(60),
+            "version {version} was never loaded: {}",
+            agent.catalog.describe()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -261,9 +273,9 @@ async fn file_events_swap_a_renamed_in_guest_without_waiting_for_a_scan() {
     assert!(watch.starts_with("file events"), "watched by {watch:?}");
 
     install_variant(&dir, "versioned", "2");
-    let cold = until_version(&agent, "2.0.0").await;
+    let cold = until_version(&agent, "2.0.0", &variant("2")).await;
     install_variant(&dir, "versioned", "1");
-    let cached = until_version(&agent, "1.0.0").await;
+    let cached = until_version(&agent, "1.0.0", &variant("1")).await;
     // Far under the two safety scans (10 s) a missed event would wait for;
     // the margin is for a loaded machine (the goal, in a release build, is
     // 100 ms).
@@ -287,7 +299,7 @@ async fn file_events_swap_a_renamed_in_guest_without_waiting_for_a_scan() {
         .replace("1.0.0", "2.0.0")
         .replace("tag = \"1\"", "tag = \"2\"");
     std::fs::write(dir.join("versioned.toml"), manifest).unwrap();
-    let in_place = until_version(&agent, "2.0.0").await;
+    let in_place = until_version(&agent, "2.0.0", &variant("1")).await;
     assert!(
         in_place < Duration::from_millis(2500),
         "a manifest written in place took {in_place:?}"
