@@ -85,15 +85,8 @@ async fn run() {
     );
 }
 
-async fn post(world: &World, count: usize) -> Vec<String> {
-    let jobs = (0..count)
-        .map(|i| world.job("thumbnail", Some(&format!("cam-{:04}", i % 8 + 1))))
-        .collect();
-    world.post(jobs).await
-}
-
 async fn agent_run(world: &World) -> Duration {
-    let ids = post(world, JOBS).await;
+    let ids = world.post_thumbnails(JOBS).await;
     let started = Instant::now();
     let mut config = world.config();
     config.max_jobs = WORKERS;
@@ -113,7 +106,7 @@ enum Work {
 
 /// `WORKERS` tasks take the posted jobs: lock, work, complete.
 async fn loop_run(world: &World, count: usize, work: Work) -> Duration {
-    let ids = post(world, count).await;
+    let ids = world.post_thumbnails(count).await;
     let client = world.client();
     let queue = Arc::new(tokio::sync::Mutex::new(ids.clone()));
     let devices: Vec<(String, String)> = ids

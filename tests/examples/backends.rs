@@ -105,14 +105,14 @@ async fn measure(backend: &Backend, nodes: usize) -> (f64, f64) {
     };
 
     // Warm up: connections, tokens, the compiled guest.
-    let warm = post_thumbnails(&world, 16).await;
+    let warm = world.post_thumbnails(16).await;
     let agents = start_agents();
     world.wait_final(&warm, Duration::from_secs(60)).await;
     for agent in agents {
         agent.stop().await;
     }
 
-    let ids = post_thumbnails(&world, THUMBNAILS).await;
+    let ids = world.post_thumbnails(THUMBNAILS).await;
     let started = Instant::now();
     let agents = start_agents();
     let done = world.wait_final(&ids, Duration::from_secs(300)).await;
@@ -139,11 +139,4 @@ async fn measure(backend: &Backend, nodes: usize) -> (f64, f64) {
         agent.stop().await;
     }
     (rate, bytes as f64 / 1e6 / elapsed)
-}
-
-async fn post_thumbnails(world: &World, count: usize) -> Vec<String> {
-    let jobs = (0..count)
-        .map(|i| world.job("thumbnail", Some(&format!("cam-{:04}", i % 8 + 1))))
-        .collect();
-    world.post(jobs).await
 }

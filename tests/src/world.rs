@@ -173,6 +173,14 @@ impl World {
             .collect()
     }
 
+    /// Posts `count` thumbnail jobs spread over the first 8 cameras; their ids.
+    pub async fn post_thumbnails(&self, count: usize) -> Vec<String> {
+        let jobs = (0..count)
+            .map(|i| self.job("thumbnail", Some(&format!("cam-{:04}", i % 8 + 1))))
+            .collect();
+        self.post(jobs).await
+    }
+
     /// A job of this world's agent.
     pub fn job(&self, job_type: &str, device: Option<&str>) -> NewJob {
         crate::registry::new_job(job_type, &self.agent_id, device)

@@ -96,9 +96,7 @@ impl Polled {
             .unwrap_or_default()
             .to_string();
         let job_type = value.get("type").and_then(|kind| kind.as_str());
-        if let Some(job_type) =
-            job_type.filter(|kind| JobType::ALL.iter().all(|known| known.as_str() != *kind))
-        {
+        if let Some(job_type) = job_type.filter(|kind| JobType::parse(kind).is_none()) {
             return Polled::Foreign {
                 job_id,
                 job_type: job_type.to_string(),
