@@ -22,6 +22,8 @@ polyglot=$!
 # Build everything once. The suites that start `corral` as a process take the
 # binary this build made (CORRAL_BIN), so that they never ask cargo again for a
 # build with another feature set. Arguments after `--` are the tests' own.
+# `cargo test` also builds the binary's own unit-test harness, under the same
+# target name and in no fixed order: that one has `profile.test` set.
 build_args=()
 for arg in "$@"; do
   [ "$arg" = "--" ] && break
@@ -31,8 +33,13 @@ CORRAL_BIN=$(cargo test --workspace --no-run --message-format=json-render-diagno
   python3 -c 'import json, sys
 binaries = [m["executable"] for m in map(json.loads, sys.stdin)
             if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "corral"
-            and "bin" in m["target"]["kind"] and m.get("executable")]
+            and "bin" in m["target"]["kind"] and m.get("executable")
+            and not m["profile"]["test"]]
 print(binaries[-1] if binaries else "")')
+if [ -z "$CORRAL_BIN" ] || ! "$CORRAL_BIN" --version >/dev/null; then
+  echo "tests/run.sh: the build named no runnable corral binary (CORRAL_BIN='$CORRAL_BIN')" >&2
+  exit 1
+fi
 export CORRAL_BIN
 wait "$polyglot" || { echo "tests/run.sh: the Python or JavaScript guests failed to build (see above)" >&2; exit 1; }
 trap 'stop_postgres; stop_azurite' EXIT
