@@ -421,6 +421,27 @@ async fn a_thumbnail_posted_from_the_form_turns_completed_without_a_reload() {
             "no `{event}` in the history:\n{history}"
         );
     }
+    // Filters hold through the live refresh (the script asks with the page's query).
+    let rows = "return document.querySelectorAll('#jobs tbody tr').length;";
+    for (query, expected) in [
+        ("type=discovery", 1),
+        ("state=Failed", 0),
+        ("agent=agent-1", 5),
+    ] {
+        browser.open(&format!("{base}/console/jobs?{query}")).await;
+        browser.wait_for_text("#live", "live ·").await;
+        assert_eq!(browser.script(rows).await, json!(expected), "{query}");
+    }
+    browser.open(&format!("{base}/console/agents")).await;
+    let poll = browser
+        .text("tr[data-agent-id=\"agent-1\"] td.last-poll")
+        .await;
+    assert!(poll.starts_with("20"), "a last poll: {poll}");
+    let completed = browser
+        .text("tr[data-agent-id=\"agent-1\"] td:nth-child(4)")
+        .await;
+    assert_eq!(completed, "5", "the discovery and four thumbnails");
+
     browser.open(&format!("{base}/console/jobs")).await;
     browser.find(&state_cell).await;
     let shot = browser.screenshot("jobs").await;
