@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use corral_camera_sim::{FaultSettings, SimConfig};
 use corral_registry::RegistryConfig;
-use corral_tests::registry::{TestRegistry, raw, raw_with};
+use corral_tests::registry::{TestRegistry, raw_with};
 use corral_tests::world::World;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
@@ -193,13 +193,13 @@ impl Browser {
     }
 
     /// Saves a screenshot of the page as `target/console-screenshots/<name>.png`.
-    async fn screenshot(&self, name: &str) -> PathBuf {
+    async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("a screenshot");
         let dir = corral_tests::workspace_target().join("console-screenshots");
         std::fs::create_dir_all(&dir).expect("screenshot folder");
         let path = dir.join(format!("{name}.png"));
         std::fs::write(&path, png).expect("screenshot written");
-        path
+        eprintln!("screenshot: {}", path.display());
     }
 
     /// The session cookie's value.
@@ -248,6 +248,12 @@ async fn fill(browser: &Browser, css: &str, text: &str) {
 
 /// Posts a job from the jobs page's form; returns its id.
 async fn post_from_form(browser: &Browser, job_type: &str, device: &str) -> String {
+    submit_post_form(browser, job_type, device).await;
+    browser.text("#posted a").await
+}
+
+/// Fills the post-a-job form for agent-1 and submits it.
+async fn submit_post_form(browser: &Browser, job_type: &str, device: &str) {
     choose(browser, "#post-type", job_type).await;
     choose(browser, "#post-agent", "agent-1").await;
     fill(browser, "#post-device", device).await;
@@ -257,7 +263,6 @@ async fn post_from_form(browser: &Browser, job_type: &str, device: &str) -> Stri
         .click()
         .await
         .expect("posted");
-    browser.text("#posted a").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -291,28 +296,13 @@ async fn signing_in_takes_the_admin_token_only_and_sets_a_strict_http_only_cooki
     );
     assert_eq!(browser.path().await, "/console/sign-in");
     // An agent's bearer token opens neither data nor pages.
-    let (status, _) = raw(
-        &base,
-        "GET",
-        "/console/api/jobs",
-        Some(&agent_token),
-        "",
-        vec![],
-    )
-    .await;
-    assert_eq!(status, 401);
     let bearer = format!("Bearer {agent_token}");
-    let (status, headers, _) = raw_with(
-        &base,
-        "GET",
-        "/console/jobs",
-        &[("authorization", &bearer)],
-        vec![],
-    )
-    .await;
+    let (status, _, _) = get(&base, "/console/api/jobs", Some(("authorization", &bearer))).await;
+    assert_eq!(status, 401);
+    let (status, headers, _) = get(&base, "/console/jobs", Some(("authorization", &bearer))).await;
     assert_eq!(status, 303);
     assert_eq!(headers["location"], "/console/sign-in");
-    let (_, headers, _) = raw_with(&base, "GET", "/console/sign-in", &[], vec![]).await;
+    let (_, headers, _) = get(&base, "/console/sign-in", None).await;
     let policy = headers["content-security-policy"].to_str().unwrap();
     assert!(policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"));
     assert_eq!(headers["x-frame-options"], "DENY");
@@ -334,14 +324,7 @@ async fn signing_in_takes_the_admin_token_only_and_sets_a_strict_http_only_cooki
         "the cookie holds a session id, not the token"
     );
     let header = format!("corral_console={}", cookie.value());
-    let (status, _, body) = raw_with(
-        &base,
-        "GET",
-        "/console/api/jobs",
-        &[("cookie", &header)],
-        vec![],
-    )
-    .await;
+    let (status, _, body) = get(&base, "/console/api/jobs", Some(("cookie", &header))).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 
     browser
@@ -351,14 +334,7 @@ async fn signing_in_takes_the_admin_token_only_and_sets_a_strict_http_only_cooki
         .await
         .expect("signed out");
     browser.wait_for_path("/console/sign-in").await;
-    let (status, _, _) = raw_with(
-        &base,
-        "GET",
-        "/console/api/jobs",
-        &[("cookie", &header)],
-        vec![],
-    )
-    .await;
+    let (status, _, _) = get(&base, "/console/api/jobs", Some(("cookie", &header))).await;
     assert_eq!(status, 401, "a signed-out session opens nothing");
     browser.close().await;
 }
@@ -444,8 +420,7 @@ async fn a_thumbnail_posted_from_the_form_turns_completed_without_a_reload() {
 
     browser.open(&format!("{base}/console/jobs")).await;
     browser.find(&state_cell).await;
-    let shot = browser.screenshot("jobs").await;
-    eprintln!("screenshot: {}", shot.display());
+    browser.screenshot("jobs").await;
     browser.close().await;
     agent.stop().await;
 }
@@ -511,8 +486,7 @@ async fn the_devices_grid_loads_every_thumbnail_and_shows_a_script_name_as_text(
         .text("article[data-device-id=\"cam-0001\"] .position")
         .await;
     assert!(position.starts_with("45.5"), "{position}");
-    let shot = browser.screenshot("devices").await;
-    eprintln!("screenshot: {}", shot.display());
+    browser.screenshot("devices").await;
     browser.close().await;
     agent.stop().await;
 }
@@ -595,14 +569,7 @@ async fn a_form_without_its_csrf_token_or_from_another_origin_is_refused() {
     browser
         .script("document.querySelector('#post-job input[name=csrf]').remove(); return true;")
         .await;
-    choose(&browser, "#post-type", "thumbnail").await;
-    fill(&browser, "#post-device", "cam-0001").await;
-    browser
-        .find("#post-submit")
-        .await
-        .click()
-        .await
-        .expect("posted");
+    submit_post_form(&browser, "thumbnail", "cam-0001").await;
     browser.wait_for_text("body", "CSRF token is missing").await;
     assert!(
         registry
@@ -649,4 +616,14 @@ async fn form_post(base: &str, cookie: &str, body: &str, origin: Option<&str>) -
     )
     .await
     .0
+}
+
+/// GETs `path` with at most one header: (status, headers, body).
+async fn get(
+    base: &str,
+    path: &str,
+    header: Option<(&str, &str)>,
+) -> (u16, hyper::HeaderMap, Vec<u8>) {
+    let headers: Vec<(&str, &str)> = header.into_iter().collect();
+    raw_with(base, "GET", path, &headers, vec![]).await
 }
