@@ -89,8 +89,8 @@ pub async fn handle(
             }
             Some(device) => {
                 let at = query.millis("at").unwrap_or_else(now_millis);
-                let jpeg = snapshot::snapshot(&device.id, at);
-                bytes_response(StatusCode::OK, "image/jpeg", Bytes::from(jpeg))
+                let jpeg = snapshot::snapshot_cached(&device.id, at);
+                bytes_response(StatusCode::OK, "image/jpeg", jpeg)
             }
         },
         ["vms", "v2", "cameras", id, "archive"] => match config.device(id) {

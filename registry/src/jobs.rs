@@ -7,7 +7,7 @@
 use crate::params;
 use crate::store::Tx;
 
-use crate::store::{self, JobEvent, JobRow, now_ms};
+use crate::store::{self, JobEvent, JobRow, ToValue, now_ms};
 use crate::wire::{
     ApiError, ApiResult, Code, JOB_TYPES, JobJson, NewJob, bad, conflict, not_found,
 };
@@ -104,7 +104,11 @@ pub fn post(tx: &Tx<'_>, job: &NewJob) -> ApiResult<JobJson> {
     Ok(load(tx, &job_id)?.to_json(now_ms()))
 }
 
-/// The available jobs of `agent_id` (expired locks count), oldest first.
+/// Up to `max` jobs of `agent_id` that may be locked, of `types` (all when
+/// empty): those whose lease ran out first (they waited longest), then the
+/// available ones, each oldest first. Each part is a `LIMIT`ed read of the
+/// `jobs_by_agent` index, so a poll costs the same with 10 or 100,000 jobs
+/// waiting.
 pub fn available(
     tx: &Tx<'_>,
     agent_id: &str,
@@ -113,17 +117,43 @@ pub fn available(
 ) -> ApiResult<Vec<JobJson>> {
     let now = now_ms();
     store::record_poll(tx, agent_id, now)?;
-    let rows = store::jobs_where(
+    let agent_id = agent_id.to_string();
+    let of_types = |first: usize| -> String {
+        if types.is_empty() {
+            return String::new();
+        }
+        let marks: Vec<String> = (first..first + types.len())
+            .map(|index| format!("?{index}"))
+            .collect();
+        format!(" AND job_type IN ({})", marks.join(", "))
+    };
+    fn with_types<'a>(
+        mut values: Vec<&'a dyn ToValue>,
+        types: &'a [String],
+    ) -> Vec<&'a dyn ToValue> {
+        values.extend(types.iter().map(|job_type| job_type as &dyn ToValue));
+        values
+    }
+    let limit = max as i64;
+    let mut rows = store::first_jobs_where(
         tx,
-        "agent_id = ?1 AND (state = 'Available' OR (state = 'Locked' AND lock_expires_ms <= ?2))",
-        &[&agent_id, &now],
+        &format!(
+            "agent_id = ?1 AND state = 'Locked' AND lock_expires_ms <= ?2{}",
+            of_types(4)
+        ),
+        &with_types(vec![&agent_id, &now, &limit], types),
+        "?3",
     )?;
-    Ok(rows
-        .into_iter()
-        .filter(|row| types.is_empty() || types.contains(&row.job_type))
-        .take(max)
-        .map(|row| row.to_json(now))
-        .collect())
+    let left = limit - rows.len() as i64;
+    if left > 0 {
+        rows.extend(store::first_jobs_where(
+            tx,
+            &format!("agent_id = ?1 AND state = 'Available'{}", of_types(3)),
+            &with_types(vec![&agent_id, &left], types),
+            "?2",
+        )?);
+    }
+    Ok(rows.into_iter().map(|row| row.to_json(now)).collect())
 }
 
 /// Grants a lock (or repeats the current one to a retry with the same request id).

@@ -338,8 +338,28 @@ pub fn jobs_where(
     clause: &str,
     values: &[&dyn ToValue],
 ) -> Result<Vec<JobRow>, ApiError> {
+    select_jobs(tx, clause, values, "")
+}
+
+/// The first jobs (oldest first) matching `clause`, as many as the
+/// parameter `limit` (e.g. `"?3"`) of `values` says.
+pub fn first_jobs_where(
+    tx: &Tx<'_>,
+    clause: &str,
+    values: &[&dyn ToValue],
+    limit: &str,
+) -> Result<Vec<JobRow>, ApiError> {
+    select_jobs(tx, clause, values, &format!(" LIMIT {limit}"))
+}
+
+fn select_jobs(
+    tx: &Tx<'_>,
+    clause: &str,
+    values: &[&dyn ToValue],
+    limit: &str,
+) -> Result<Vec<JobRow>, ApiError> {
     let sql = format!(
-        "SELECT {} FROM jobs WHERE {clause} ORDER BY seq",
+        "SELECT {} FROM jobs WHERE {clause} ORDER BY seq{limit}",
         JobRow::COLUMNS
     );
     tx.rows(&sql, values)?

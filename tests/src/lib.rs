@@ -19,10 +19,12 @@ use corral_camera_sim::{CameraSim, SimConfig};
 use time::OffsetDateTime;
 
 pub mod backend;
+pub mod bench;
 pub mod blockstore;
 pub mod chaos;
 pub mod echo;
 pub mod interop;
+pub mod processes;
 pub mod registry;
 pub mod world;
 

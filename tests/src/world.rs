@@ -101,6 +101,8 @@ impl World {
         );
         config.poll_interval = Duration::from_millis(200);
         config.min_poll_interval = config.min_poll_interval.min(config.poll_interval);
+        // The tests' shared compile cache, not the user's.
+        config.cache_dir = crate::test_cache_dir();
         config
     }
 
@@ -142,9 +144,12 @@ impl World {
         retry: RetryPolicy,
         hook: Option<JobHook>,
     ) -> RunningAgent {
-        // The agent's guests are loaded against its secrets.
+        // The agent's guests are loaded against its secrets, through its
+        // compile cache, as `Agent::start` does.
         let runtime = Runtime::new(RuntimeConfig { max_instances: 32 })
             .expect("engine")
+            .with_cache(&config.cache_dir)
+            .expect("cache folder")
             .with_secrets(Arc::new(secrets));
         let catalog = Catalog::load(&runtime, &config.guests_dir).expect("guests");
         let file = ConnectionFile::load(&self.connection).expect("connection file");

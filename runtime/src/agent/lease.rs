@@ -36,6 +36,10 @@ const MIN_LEASE: Duration = Duration::from_millis(300);
 
 /// How long the last progress may take to be sent once the guest ended.
 const LAST_PROGRESS: Duration = Duration::from_secs(10);
+/// How long a job runs before its progress is first sent (then at most once
+/// a second, and the last value when the guest ends): the complete that
+/// follows a short job says all a progress call would have.
+const PROGRESS_GRACE: Duration = Duration::from_millis(500);
 
 /// How long the lease granted at `expiration` lasts from now.
 fn remaining(expiration: OffsetDateTime) -> Duration {
@@ -382,8 +386,11 @@ async fn forward_progress(
             }
         }
     };
+    let started = Instant::now();
     let mut sent = Progress::default();
-    let mut next_send = Instant::now();
+    // Nothing is sent in the first PROGRESS_GRACE: a job that ends by then
+    // (a thumbnail takes milliseconds) costs no progress call at all.
+    let mut next_send = started + PROGRESS_GRACE;
     'forward: while progress.changed().await.is_ok() {
         while Instant::now() < next_send {
             tokio::select! {
@@ -399,7 +406,7 @@ async fn forward_progress(
         }
     }
     let last = *progress.borrow();
-    if last != sent && last.total > 0 {
+    if last != sent && last.total > 0 && started.elapsed() >= PROGRESS_GRACE {
         send(last).await;
     }
 }

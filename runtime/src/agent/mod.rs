@@ -270,7 +270,9 @@ impl Agent {
         let ended = Arc::new(Notify::new());
         let mut running = Running::default();
         let mut stop = ctx.stop.clone();
-        let mut idle_wait = Duration::from_millis(50);
+        // The first wait when idle; it doubles up to `poll_interval`.
+        let first_idle_wait = FIRST_IDLE_WAIT.min(ctx.config.poll_interval);
+        let mut idle_wait = first_idle_wait;
         let mut last_poll: Option<Instant> = None;
         // Jobs the last poll offered that were skipped (backed off, or their
         // guest paused): the next poll asks for that many more, so skipped
@@ -320,11 +322,11 @@ impl Agent {
                 }
             }
             if started > 0 {
-                idle_wait = Duration::from_millis(50);
+                idle_wait = first_idle_wait;
                 continue;
             }
             tokio::select! {
-                () = ended.notified() => idle_wait = Duration::from_millis(50),
+                () = ended.notified() => idle_wait = first_idle_wait,
                 () = tokio::time::sleep(idle_wait) => idle_wait = (idle_wait * 2).min(ctx.config.poll_interval),
                 () = stop.wait_for(StopLevel::Draining) => {}
             }
@@ -373,6 +375,10 @@ fn type_limit(config: &AgentConfig, job: JobType) -> usize {
         .copied()
         .unwrap_or(usize::MAX)
 }
+
+/// The first wait of an idle agent before it polls again (doubling up to
+/// `poll_interval`, never above it).
+const FIRST_IDLE_WAIT: Duration = Duration::from_millis(50);
 
 /// The most extra jobs a poll asks for to see past skipped ones.
 const MAX_SKIPPED_ASKED: usize = 200;

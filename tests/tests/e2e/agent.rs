@@ -424,6 +424,14 @@ async fn a_registry_fault_on(endpoint: Endpoint, job_type: &str) {
         ..SimConfig::with_devices(1)
     };
     let world = World::start(RegistryConfig::default(), sim).await;
+    if endpoint == Endpoint::Progress {
+        // Progress is first sent half a second into a job: this recording
+        // streams for about two.
+        world.sim.faults().set(FaultSettings {
+            chunk_delay_ms: 200,
+            ..Default::default()
+        });
+    }
     for _ in 0..150 {
         faults(&world).inject(
             endpoint,

@@ -70,7 +70,7 @@ fn a_blob_endpoint_that_does_not_answer_stops_serve_with_one_sentence() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}/devstoreaccount1/corral");
-    let output = Command::new(corral_tests::chaos::corral_binary())
+    let output = Command::new(corral_tests::processes::corral_binary())
         .args(["registry", "serve", "--data"])
         .arg(dir.path())
         .args(["--blobs", &url, "--listen", "127.0.0.1:0"])
@@ -85,7 +85,7 @@ fn a_blob_endpoint_that_does_not_answer_stops_serve_with_one_sentence() {
         !stderr.contains(AZURITE_KEY),
         "the key stays hidden: {stderr}"
     );
-    let without_key = Command::new(corral_tests::chaos::corral_binary())
+    let without_key = Command::new(corral_tests::processes::corral_binary())
         .args(["registry", "serve", "--data"])
         .arg(dir.path())
         .args(["--blobs", &url, "--listen", "127.0.0.1:0"])

@@ -1264,7 +1264,7 @@ async fn accounting_attacks_fail_their_own_job_and_disturb_nothing() {
         harness.sim.config().username,
         harness.sim.config().password
     );
-    let binary = corral_tests::chaos::corral_binary();
+    let binary = corral_tests::processes::corral_binary();
     let baseline = Held::now();
     let sampler = Sampler::start();
     let mut command = std::process::Command::new(binary);
@@ -1403,7 +1403,7 @@ async fn run_job_exits_when_the_wall_limit_ends_a_stuck_job() {
         ),
     )
     .unwrap();
-    let mut command = std::process::Command::new(corral_tests::chaos::corral_binary());
+    let mut command = std::process::Command::new(corral_tests::processes::corral_binary());
     command
         .args(["run-job", "--guest"])
         .arg(&guest)

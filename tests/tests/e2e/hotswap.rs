@@ -226,18 +226,8 @@ async fn until_version(
     version: &str,
     wasm: &[u8],
 ) -> Duration {
-    use sha2::Digest;
-    let sha256: String = sha2::Sha256::digest(wasm)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
     let started = Instant::now();
-    while !agent
-        .catalog
-        .guests()
-        .iter()
-        .any(|guest| guest.manifest().version == version && guest.sha256() == sha256)
-    {
+    while !corral_tests::bench::hotswap::serves(&agent.catalog, version, wasm) {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "version {version} was never loaded: {}",
@@ -250,9 +240,10 @@ async fn until_version(
 
 /// The folder is watched through file events (`/guests` says so): a version
 /// renamed in (one compiled before) is served, with its module, and the next
-/// job runs it; a manifest written in place loads once its writer closed it.
-/// How fast is for the `hotswap_latency` bench, not for a timed test on a
-/// shared machine; the times are printed.
+/// job runs it within a second of the rename (the event path: a scan would
+/// wait for two scans); a manifest written in place loads once its writer
+/// closed it. The 100 ms goal is the bench's (`--bench goals`), not a timed
+/// test's on a shared machine; the times are printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_events_swap_a_renamed_in_guest_and_load_one_written_in_place() {
     let (world, dir) = setup().await;
@@ -275,17 +266,25 @@ async fn file_events_swap_a_renamed_in_guest_and_load_one_written_in_place() {
 
     install_variant(&dir, "versioned", "2");
     let cold = until_version(&agent, "2.0.0", &variant("2")).await;
+    // Back to a version compiled before: its compile comes from the cache,
+    // and the next job runs it within a second of the rename (the 100 ms
+    // goal is the bench's: `cargo bench -p corral-tests --bench goals`).
+    let renamed = Instant::now();
     install_variant(&dir, "versioned", "1");
     let cached = until_version(&agent, "1.0.0", &variant("1")).await;
-    // The next job runs the version just swapped in.
     let done = world
         .wait_final(
             &world.post(vec![tagged_job(&world)]).await,
             Duration::from_secs(20),
         )
         .await;
+    let next_job = renamed.elapsed();
     let bytes = world.registry.job_plaintext(&done[0]).await;
     assert!(String::from_utf8_lossy(&bytes).contains("tag:1"));
+    assert!(
+        next_job < Duration::from_secs(1),
+        "a cached version renamed in served the next job only after {next_job:?} (swap {cached:?})"
+    );
 
     // Written in place, not renamed: loaded after its writer closes it.
     let manifest = std::fs::read_to_string(dir.join("versioned.toml"))
@@ -294,7 +293,9 @@ async fn file_events_swap_a_renamed_in_guest_and_load_one_written_in_place() {
         .replace("tag = \"1\"", "tag = \"2\"");
     std::fs::write(dir.join("versioned.toml"), manifest).unwrap();
     let in_place = until_version(&agent, "2.0.0", &variant("1")).await;
-    eprintln!("swap: cold {cold:?}, cached {cached:?}, written in place {in_place:?}");
+    eprintln!(
+        "swap: cold {cold:?}, cached {cached:?} (next job done {next_job:?}), written in place {in_place:?}"
+    );
     agent.stop().await;
 }
 

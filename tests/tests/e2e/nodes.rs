@@ -153,7 +153,7 @@ impl Drop for NodeProcess {
 /// `corral registry serve` on `port`, a node of the registry in `data` on
 /// `backend`'s database (and container), answering.
 async fn serve_node(data: &Path, backend: &Backend, port: u16) -> NodeProcess {
-    let mut command = Command::new(corral_tests::chaos::corral_binary());
+    let mut command = Command::new(corral_tests::processes::corral_binary());
     command
         .args(["registry", "serve", "--data"])
         .arg(data)
@@ -313,7 +313,7 @@ fn a_database_that_does_not_answer_stops_serve_with_one_sentence() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("postgres://corral:hunter2@127.0.0.1:{port}/corral");
-    let output = Command::new(corral_tests::chaos::corral_binary())
+    let output = Command::new(corral_tests::processes::corral_binary())
         .args(["registry", "serve", "--data"])
         .arg(dir.path())
         .args(["--database", &url, "--listen", "127.0.0.1:0"])
