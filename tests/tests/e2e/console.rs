@@ -417,6 +417,7 @@ async fn a_thumbnail_posted_from_the_form_turns_completed_without_a_reload() {
         .text("tr[data-agent-id=\"agent-1\"] td:nth-child(4)")
         .await;
     assert_eq!(completed, "5", "the discovery and four thumbnails");
+    browser.screenshot("agents").await;
 
     browser.open(&format!("{base}/console/jobs")).await;
     browser.find(&state_cell).await;
@@ -513,6 +514,7 @@ async fn a_recording_downloads_through_the_job_page_with_the_recorded_sha256() {
 
     browser.open(&format!("{base}/console/jobs/{job_id}")).await;
     assert_eq!(browser.text("#files code.sha256").await, recorded);
+    browser.screenshot("job").await;
     let link = browser.find("#files a.download").await;
     let href = link.attr("href").await.expect("href").expect("a link");
     let downloaded = browser
