@@ -5,6 +5,7 @@
 //! these tests fail, unless `CORRAL_ALLOW_SKIP` is set. Screenshots land in
 //! `target/console-screenshots/`.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +21,19 @@ use sha2::{Digest, Sha256};
 /// A headless Chromium session and the chromedriver serving it.
 struct Browser {
     client: Client,
-    driver: Child,
+    _driver: Driver,
+}
+
+/// chromedriver, in a process group of its own with the Chromium it starts:
+/// dropping it kills the group, so a failing test leaves no browser behind.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.0.wait();
+    }
 }
 
 fn tool(variable: &str, default: &str) -> PathBuf {
@@ -54,7 +67,9 @@ impl Browser {
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
+            .map(Driver)
             .unwrap_or_else(|error| panic!("{} does not start: {error}", driver_path.display()));
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
@@ -79,14 +94,16 @@ impl Browser {
                 .await
             {
                 Ok(client) => break client,
-                Err(error) if Instant::now() < deadline => {
-                    let _ = error;
+                Err(_) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(error) => panic!("no WebDriver session from chromedriver at {url}: {error}"),
             }
         };
-        Some(Browser { client, driver })
+        Some(Browser {
+            client,
+            _driver: driver,
+        })
     }
 
     /// Opens `url`.
@@ -212,16 +229,9 @@ impl Browser {
             .to_string()
     }
 
-    async fn close(mut self) {
+    /// Ends the session (Chromium quits), then chromedriver.
+    async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
     }
 }
 
@@ -299,6 +309,8 @@ async fn signing_in_takes_the_admin_token_only_and_sets_a_strict_http_only_cooki
     let bearer = format!("Bearer {agent_token}");
     let (status, _, _) = get(&base, "/console/api/jobs", Some(("authorization", &bearer))).await;
     assert_eq!(status, 401);
+    let (status, _, _) = get(&base, "/console/files/abc", None).await;
+    assert_eq!(status, 401, "no file without a session");
     let (status, headers, _) = get(&base, "/console/jobs", Some(("authorization", &bearer))).await;
     assert_eq!(status, 303);
     assert_eq!(headers["location"], "/console/sign-in");
