@@ -341,6 +341,27 @@ pub fn jobs_where(
     select_jobs(tx, clause, values, "")
 }
 
+/// The newest jobs (newest first) matching `clause`, at most `limit`.
+pub fn newest_jobs_where(
+    tx: &Tx<'_>,
+    clause: &str,
+    values: &[&dyn ToValue],
+    limit: usize,
+) -> Result<Vec<JobRow>, ApiError> {
+    select_jobs(tx, clause, values, &format!(" DESC LIMIT {limit}"))
+}
+
+/// How many jobs each agent has in each stored state: (agent, state, count).
+pub fn job_counts(tx: &Tx<'_>) -> Result<Vec<(String, String, i64)>, ApiError> {
+    tx.rows(
+        "SELECT agent_id, state, COUNT(*) FROM jobs GROUP BY agent_id, state ORDER BY agent_id",
+        params![],
+    )?
+    .iter()
+    .map(|row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+    .collect()
+}
+
 /// The first jobs (oldest first) matching `clause`, as many as the
 /// parameter `limit` (e.g. `"?3"`) of `values` says.
 pub fn first_jobs_where(

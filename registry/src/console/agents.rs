@@ -38,14 +38,17 @@ pub async fn agents_page(
             for (agent, at_ms) in store::last_polls(tx)? {
                 agents.entry(agent).or_default().last_poll_ms = Some(at_ms);
             }
-            let now = now_ms();
-            for row in store::jobs_where(tx, "1 = 1", &[])? {
-                let line = agents.entry(row.agent_id.clone()).or_default();
-                if row.is_locked(now) {
-                    line.running.push(row.job_id.clone());
-                } else if row.is_final() {
-                    *line.ended.entry(row.state.clone()).or_default() += 1;
+            for (agent, state, count) in store::job_counts(tx)? {
+                let line = agents.entry(agent).or_default();
+                if store::FINAL_STATES.contains(&state.as_str()) {
+                    line.ended.insert(state, count.max(0) as usize);
                 }
+            }
+            let now = now_ms();
+            let locked = "state = 'Locked' AND lock_expires_ms > ?1";
+            for row in store::jobs_where(tx, locked, &[&now])? {
+                let line = agents.entry(row.agent_id.clone()).or_default();
+                line.running.push(row.job_id);
             }
             Ok(agents)
         })

@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use super::auth::{DataSession, PageSession};
 use super::html::{self, Nav, esc, url_part};
 use super::{Console, Refusal};
-use crate::store::{self, now_ms};
+use crate::store::{self, ToValue, now_ms};
 use crate::wire::{JOB_TYPES, JobJson, NewJob};
 use crate::{admin, auth};
 
@@ -47,11 +47,34 @@ pub struct Filters {
 }
 
 impl Filters {
-    fn keeps(&self, job: &JobJson) -> bool {
-        let matches = |filter: &str, value: &str| filter.is_empty() || filter == value;
-        matches(&self.state, &job.state)
-            && matches(&self.job_type, &job.job_type)
-            && matches(&self.agent, &job.agent_id)
+    /// The filters as a WHERE clause and its values. A state is the one a
+    /// job shows at `now`: a lock that ran out is Available.
+    fn clause<'a>(&'a self, now: &'a i64) -> (String, Vec<&'a dyn ToValue>) {
+        let mut values: Vec<&dyn ToValue> = Vec::new();
+        let mut parts = vec!["1 = 1".to_string()];
+        let mut bind = |value: &'a dyn ToValue| {
+            values.push(value);
+            format!("?{}", values.len())
+        };
+        match self.state.as_str() {
+            "" => {}
+            "Available" => parts.push(format!(
+                "(state = 'Available' OR (state = 'Locked' AND lock_expires_ms <= {}))",
+                bind(now)
+            )),
+            "Locked" => parts.push(format!(
+                "state = 'Locked' AND lock_expires_ms > {}",
+                bind(now)
+            )),
+            _ => parts.push(format!("state = {}", bind(&self.state))),
+        }
+        if !self.job_type.is_empty() {
+            parts.push(format!("job_type = {}", bind(&self.job_type)));
+        }
+        if !self.agent.is_empty() {
+            parts.push(format!("agent_id = {}", bind(&self.agent)));
+        }
+        (parts.join(" AND "), values)
     }
 }
 
@@ -116,13 +139,10 @@ async fn lines(console: &Console, filters: Filters) -> Result<Vec<JobLine>, Refu
         .store()
         .transaction(move |tx| {
             let now = now_ms();
-            Ok(store::jobs_where(tx, "1 = 1", &[])?
+            let (clause, values) = filters.clause(&now);
+            Ok(store::newest_jobs_where(tx, &clause, &values, MAX_ROWS)?
                 .iter()
-                .rev()
-                .map(|row| row.to_json(now))
-                .filter(|job| filters.keeps(job))
-                .take(MAX_ROWS)
-                .map(|job| JobLine::of(&job))
+                .map(|row| JobLine::of(&row.to_json(now)))
                 .collect::<Vec<_>>())
         })
         .await?;
@@ -395,6 +415,31 @@ pub async fn job_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_become_one_clause_with_its_values() {
+        let now = 5;
+        let none = Filters::default();
+        assert_eq!(none.clause(&now).0, "1 = 1");
+        let filters = Filters {
+            state: "Available".into(),
+            job_type: "thumbnail".into(),
+            agent: "agent-1".into(),
+            posted: String::new(),
+        };
+        let (clause, values) = filters.clause(&now);
+        assert_eq!(
+            clause,
+            "1 = 1 AND (state = 'Available' OR (state = 'Locked' AND lock_expires_ms <= ?1)) \
+             AND job_type = ?2 AND agent_id = ?3"
+        );
+        assert_eq!(values.len(), 3);
+        let failed = Filters {
+            state: "Failed".into(),
+            ..Filters::default()
+        };
+        assert_eq!(failed.clause(&now).0, "1 = 1 AND state = ?1");
+    }
 
     #[test]
     fn progress_reads_as_a_share() {

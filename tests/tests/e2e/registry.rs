@@ -1156,6 +1156,17 @@ async fn a_jobs_history_and_its_agents_last_poll_are_kept(backend: Backend) {
             .windows(2)
             .all(|pair| pair[0].at_ms <= pair[1].at_ms)
     );
+    let (counts, failed) = store
+        .transaction(|tx| {
+            Ok((
+                corral_registry::store::job_counts(tx)?,
+                corral_registry::store::newest_jobs_where(tx, "state = ?1", &[&"Failed"], 10)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(counts, [("agent-1".into(), "Failed".into(), 1)]);
+    assert_eq!(failed.len(), 1);
 }
 
 corral_tests::on_every_backend!(
