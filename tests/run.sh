@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/postgres.sh
 source tests/azurite.sh
+source tests/browser.sh
 venv=target/interop-venv
 if ! "$venv/bin/python" -c "import azure.storage.blob, cryptography" 2>/dev/null; then
   python3 -m venv "$venv"

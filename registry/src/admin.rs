@@ -72,3 +72,18 @@ pub fn devices(store: &Store, tx: &Tx<'_>) -> ApiResult<Vec<DeviceJson>> {
     }
     Ok(devices.into_values().collect())
 }
+
+/// A committed file and its plaintext, decrypted on the blocking pool (the
+/// console's downloads and thumbnails).
+pub async fn file_content(store: &Store, file_id: String) -> ApiResult<(store::FileRow, Vec<u8>)> {
+    let file = store
+        .transaction(move |tx| files::committed(tx, &file_id))
+        .await?;
+    let (reader, row) = (store.clone(), file.clone());
+    let plaintext = tokio::task::spawn_blocking(move || files::decrypt(&reader, &row))
+        .await
+        .map_err(|error| {
+            crate::wire::ApiError::new(crate::wire::Code::Internal, error.to_string())
+        })??;
+    Ok((file, plaintext))
+}

@@ -1,11 +1,13 @@
 //! The job state machine: post, poll, lock, progress, renew, complete, cancel,
 //! release, with PROTOCOL.md's idempotency rules. An expired lock is computed
 //! from the stored expiry at each request, so a restart changes nothing.
+//! Every transition that changes a job appends to its history
+//! ([`store::record_event`]); idempotent repeats append nothing.
 
 use crate::params;
 use crate::store::Tx;
 
-use crate::store::{self, JobRow, ToValue, now_ms};
+use crate::store::{self, JobEvent, JobRow, ToValue, now_ms};
 use crate::wire::{
     ApiError, ApiResult, Code, JOB_TYPES, JobJson, NewJob, bad, conflict, not_found,
 };
@@ -98,6 +100,7 @@ pub fn post(tx: &Tx<'_>, job: &NewJob) -> ApiResult<JobJson> {
             now_ms()
         ],
     )?;
+    store::record_event(tx, &job_id, JobEvent::Posted, None, now_ms(), None)?;
     Ok(load(tx, &job_id)?.to_json(now_ms()))
 }
 
@@ -113,6 +116,7 @@ pub fn available(
     max: usize,
 ) -> ApiResult<Vec<JobJson>> {
     let now = now_ms();
+    store::record_poll(tx, agent_id, now)?;
     let agent_id = agent_id.to_string();
     let of_types = |first: usize| -> String {
         if types.is_empty() {
@@ -185,6 +189,15 @@ pub fn lock(
     if row.state == "Locked" {
         // Locked, but not now: its lease ran out.
         store::bump(tx, store::Counter::ExpiredLocks)?;
+        let ended = row.lock_expires_ms.unwrap_or(now);
+        store::record_event(
+            tx,
+            job_id,
+            JobEvent::Expired,
+            Some(&row.agent_id),
+            ended,
+            None,
+        )?;
     }
     let token = crate::auth::random_token();
     let expires = now + (seconds.min(cap) as i64) * 1000;
@@ -194,6 +207,7 @@ pub fn lock(
         params![job_id, token, request_id, expires],
     )?;
     crate::files::abandon_stale(tx, job_id, &token)?;
+    store::record_event(tx, job_id, JobEvent::Locked, Some(agent_id), now, None)?;
     Ok((token, expires))
 }
 
@@ -221,10 +235,19 @@ pub fn renew(tx: &Tx<'_>, job_id: &str, token: &str, seconds: u64, cap: u64) -> 
     if !row.is_locked_by(token, now_ms()) {
         return Err(lock_lost(&row));
     }
-    let expires = now_ms() + (seconds.clamp(1, cap) as i64) * 1000;
+    let now = now_ms();
+    let expires = now + (seconds.clamp(1, cap) as i64) * 1000;
     tx.execute(
         "UPDATE jobs SET lock_expires_ms = ?2 WHERE job_id = ?1",
         params![job_id, expires],
+    )?;
+    store::record_event(
+        tx,
+        job_id,
+        JobEvent::Renewed,
+        Some(&row.agent_id),
+        now,
+        None,
     )?;
     Ok(expires)
 }
@@ -250,7 +273,20 @@ pub fn complete(
         return Err(lock_lost(&row));
     }
     crate::files::check_all_committed(tx, job_id, token)?;
-    finish(tx, job_id, Some(token), state, message)
+    finish(tx, job_id, Some(token), state, message)?;
+    let detail = match message {
+        Some(message) => format!("{state}: {message}"),
+        None => state.to_string(),
+    };
+    let agent = Some(row.agent_id.as_str());
+    store::record_event(
+        tx,
+        job_id,
+        JobEvent::Completed,
+        agent,
+        now_ms(),
+        Some(&detail),
+    )
 }
 
 /// After a refused complete: counts it if it tried to complete a job that is
@@ -275,7 +311,16 @@ pub fn cancel(tx: &Tx<'_>, job_id: &str, token: &str, reason: &str) -> ApiResult
         return Err(lock_lost(&row));
     }
     crate::files::abandon_lock(tx, job_id, token)?;
-    finish(tx, job_id, Some(token), "Cancelled", Some(reason))
+    finish(tx, job_id, Some(token), "Cancelled", Some(reason))?;
+    let agent = Some(row.agent_id.as_str());
+    store::record_event(
+        tx,
+        job_id,
+        JobEvent::Cancelled,
+        agent,
+        now_ms(),
+        Some(reason),
+    )
 }
 
 /// Cancels a job for the operator (`corral registry cancel-job`), whoever
@@ -294,6 +339,14 @@ pub fn cancel_by_operator(tx: &Tx<'_>, job_id: &str, reason: &str) -> ApiResult<
         crate::files::abandon_lock(tx, job_id, token)?;
     }
     finish(tx, job_id, None, "Cancelled", Some(reason))?;
+    store::record_event(
+        tx,
+        job_id,
+        JobEvent::Cancelled,
+        None,
+        now_ms(),
+        Some(reason),
+    )?;
     Ok(load(tx, job_id)?.to_json(now_ms()))
 }
 
@@ -327,7 +380,8 @@ pub fn release(tx: &Tx<'_>, job_id: &str, token: &str) -> ApiResult<()> {
          task_progress = 0, task_total = 0, released_token = ?2 WHERE job_id = ?1",
         params![job_id, token],
     )?;
-    Ok(())
+    let agent = Some(row.agent_id.as_str());
+    store::record_event(tx, job_id, JobEvent::Released, agent, now_ms(), None)
 }
 
 /// One job with its files.

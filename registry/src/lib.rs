@@ -25,6 +25,7 @@
 pub mod admin;
 pub mod auth;
 pub mod blobs;
+pub mod console;
 pub mod faults;
 pub mod files;
 pub mod jobs;

@@ -29,6 +29,7 @@ type Answer = Response<Full<Bytes>>;
 
 /// Accepts connections until the task is dropped.
 pub async fn serve(registry: Arc<Registry>, listener: TcpListener) {
+    let console = crate::console::router(registry.clone());
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -36,11 +37,11 @@ pub async fn serve(registry: Arc<Registry>, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         while connections.try_join_next().is_some() {}
-        let registry = registry.clone();
+        let (registry, console) = (registry.clone(), console.clone());
         connections.spawn(async move {
             let service = service_fn(move |request| {
-                let registry = registry.clone();
-                async move { handle(&registry, request).await }
+                let (registry, console) = (registry.clone(), console.clone());
+                async move { handle(&registry, console, request).await }
             });
             let _ = http1::Builder::new()
                 .max_buf_size(corral_envelope::MAX_BLOCK_LEN + (64 << 10))
@@ -55,7 +56,15 @@ pub fn own_url(addr: SocketAddr) -> String {
     format!("http://{addr}")
 }
 
-async fn handle(registry: &Registry, request: Request<Incoming>) -> Result<Answer, std::io::Error> {
+async fn handle(
+    registry: &Registry,
+    console: axum::Router,
+    request: Request<Incoming>,
+) -> Result<Answer, std::io::Error> {
+    // The operator console (pages for people) never gets injected faults.
+    if crate::console::serves(request.uri().path()) {
+        return console_answer(console, request).await;
+    }
     // Faults hit agent-service calls and the token endpoint, never the admin
     // API (a chaos run must be able to switch them off).
     let endpoint = routes::find(request.method().as_str(), request.uri().path())
@@ -92,6 +101,23 @@ async fn handle(registry: &Registry, request: Request<Incoming>) -> Result<Answe
         return Err(std::io::Error::other("injected fault: answer lost"));
     }
     Ok(answer)
+}
+
+/// The console router's answer, its body collected.
+async fn console_answer(
+    console: axum::Router,
+    request: Request<Incoming>,
+) -> Result<Answer, std::io::Error> {
+    use tower::ServiceExt;
+    let answer = console
+        .oneshot(request.map(axum::body::Body::new))
+        .await
+        .unwrap_or_else(|never| match never {});
+    let (parts, body) = answer.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(Response::from_parts(parts, Full::new(bytes)))
 }
 
 /// An injected 5xx or 429, in the form the endpoint answers errors in.

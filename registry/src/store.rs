@@ -341,6 +341,27 @@ pub fn jobs_where(
     select_jobs(tx, clause, values, "")
 }
 
+/// The newest jobs (newest first) matching `clause`, at most `limit`.
+pub fn newest_jobs_where(
+    tx: &Tx<'_>,
+    clause: &str,
+    values: &[&dyn ToValue],
+    limit: usize,
+) -> Result<Vec<JobRow>, ApiError> {
+    select_jobs(tx, clause, values, &format!(" DESC LIMIT {limit}"))
+}
+
+/// How many jobs each agent has in each stored state: (agent, state, count).
+pub fn job_counts(tx: &Tx<'_>) -> Result<Vec<(String, String, i64)>, ApiError> {
+    tx.rows(
+        "SELECT agent_id, state, COUNT(*) FROM jobs GROUP BY agent_id, state ORDER BY agent_id",
+        params![],
+    )?
+    .iter()
+    .map(|row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+    .collect()
+}
+
 /// The first jobs (oldest first) matching `clause`, as many as the
 /// parameter `limit` (e.g. `"?3"`) of `values` says.
 pub fn first_jobs_where(
@@ -462,4 +483,114 @@ pub fn committed_files(tx: &Tx<'_>, kind: &str) -> Result<Vec<FileRow>, ApiError
         .iter()
         .map(FileRow::from_row)
         .collect()
+}
+
+/// What happened to a job, as its history shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEvent {
+    /// Posted by the operator.
+    Posted,
+    /// Locked by an agent.
+    Locked,
+    /// A lock that ran out without being renewed (recorded when the job is
+    /// locked again, at the time the lock ended).
+    Expired,
+    /// The lock was renewed.
+    Renewed,
+    /// Released by its agent: available again.
+    Released,
+    /// Cancelled (by its agent, or by the operator when no agent is named).
+    Cancelled,
+    /// Completed in a final state (the detail names it).
+    Completed,
+}
+
+impl JobEvent {
+    /// The word stored and shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobEvent::Posted => "posted",
+            JobEvent::Locked => "locked",
+            JobEvent::Expired => "expired",
+            JobEvent::Renewed => "renewed",
+            JobEvent::Released => "released",
+            JobEvent::Cancelled => "cancelled",
+            JobEvent::Completed => "completed",
+        }
+    }
+}
+
+/// One entry of a job's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    /// The event's word ([`JobEvent::name`]).
+    pub event: String,
+    /// The agent that did it (none for the operator).
+    pub agent_id: Option<String>,
+    /// When, in milliseconds since the epoch.
+    pub at_ms: i64,
+    /// The final state, a reason or a message, when the event has one.
+    pub detail: Option<String>,
+}
+
+/// Appends `event` to the history of `job_id`.
+pub fn record_event(
+    tx: &Tx<'_>,
+    job_id: &str,
+    event: JobEvent,
+    agent_id: Option<&str>,
+    at_ms: i64,
+    detail: Option<&str>,
+) -> Result<(), ApiError> {
+    tx.execute(
+        "INSERT INTO job_events (job_id, event, agent_id, at_ms, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![job_id, event.name(), agent_id, at_ms, detail],
+    )?;
+    Ok(())
+}
+
+/// The history of `job_id`, oldest first.
+pub fn history(tx: &Tx<'_>, job_id: &str) -> Result<Vec<HistoryRow>, ApiError> {
+    tx.rows(
+        "SELECT event, agent_id, at_ms, detail FROM job_events WHERE job_id = ?1 ORDER BY seq",
+        params![job_id],
+    )?
+    .iter()
+    .map(|row| {
+        Ok(HistoryRow {
+            event: row.get(0)?,
+            agent_id: row.get(1)?,
+            at_ms: row.get(2)?,
+            detail: row.get(3)?,
+        })
+    })
+    .collect()
+}
+
+/// How stale a stored last poll may get before a poll writes it again: the
+/// agent bench polls thousands of times a second, and a poll that changes
+/// nothing writes nothing.
+pub const POLL_RECORD_INTERVAL_MS: i64 = 1000;
+
+/// Records that `agent_id` polled at `now` (a write only when the stored
+/// time is older than [`POLL_RECORD_INTERVAL_MS`]).
+pub fn record_poll(tx: &Tx<'_>, agent_id: &str, now: i64) -> Result<(), ApiError> {
+    tx.execute(
+        "INSERT INTO agent_polls (agent_id, last_poll_ms) VALUES (?1, ?2)
+         ON CONFLICT (agent_id) DO UPDATE SET last_poll_ms = excluded.last_poll_ms
+         WHERE agent_polls.last_poll_ms < excluded.last_poll_ms - ?3",
+        params![agent_id, now, POLL_RECORD_INTERVAL_MS],
+    )?;
+    Ok(())
+}
+
+/// Every agent's last recorded poll, by agent id.
+pub fn last_polls(tx: &Tx<'_>) -> Result<Vec<(String, i64)>, ApiError> {
+    tx.rows(
+        "SELECT agent_id, last_poll_ms FROM agent_polls ORDER BY agent_id",
+        params![],
+    )?
+    .iter()
+    .map(|row| Ok((row.get(0)?, row.get(1)?)))
+    .collect()
 }

@@ -226,6 +226,26 @@ pub async fn raw(
     content_type: &str,
     body: Vec<u8>,
 ) -> (u16, Vec<u8>) {
+    let authorization = token.map(|token| format!("Bearer {token}"));
+    let mut headers = vec![("content-type", content_type)];
+    headers.extend(
+        authorization
+            .as_deref()
+            .map(|value| ("authorization", value)),
+    );
+    let (status, _, body) = raw_with(base, method, path, &headers, body).await;
+    (status, body)
+}
+
+/// One raw HTTP request with `headers` (besides `host`): (status, the
+/// answer's headers, body).
+pub async fn raw_with(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, hyper::HeaderMap, Vec<u8>) {
     use http_body_util::{BodyExt, Full};
     let addr = base.trim_start_matches("http://").to_string();
     let stream = tokio::net::TcpStream::connect(&addr)
@@ -239,10 +259,9 @@ pub async fn raw(
     let mut request = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", addr)
-        .header("content-type", content_type);
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
+        .header("host", addr);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let response = sender
         .send_request(
@@ -253,11 +272,12 @@ pub async fn raw(
         .await
         .expect("answer");
     let status = response.status().as_u16();
+    let answer_headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
         .await
         .map(|body| body.to_bytes().to_vec())
         .unwrap_or_default();
-    (status, body)
+    (status, answer_headers, body)
 }

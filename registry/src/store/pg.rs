@@ -26,7 +26,10 @@ use crate::wire::ApiError;
 /// The schema, one entry per version; a database is brought up to the last.
 /// Never change what an entry that shipped makes: add the next.
 fn migrations() -> Vec<(i64, String)> {
-    vec![(1, super::schema::postgres_v1())]
+    vec![
+        (1, super::schema::postgres_v1()),
+        (2, super::schema::postgres_v2()),
+    ]
 }
 
 /// Any number taken by nothing else, for `pg_advisory_xact_lock`.

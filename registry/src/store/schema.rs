@@ -1,6 +1,6 @@
 //! The state store's tables, written once: SQLite runs them as they are at
-//! every open (each statement is `IF NOT EXISTS`), PostgreSQL as migration 1
-//! with its own integer types ([`postgres_v1`]).
+//! every open (each statement is `IF NOT EXISTS`), PostgreSQL as migrations 1
+//! and 2 with its own integer types ([`postgres_v1`], [`postgres_v2`]).
 
 /// The tables and indexes, in SQLite's words.
 pub const SCHEMA: &str = r#"
@@ -77,12 +77,41 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 "#;
 
+/// Version 2: what the console shows that the protocol's state does not
+/// keep: each job's history (one row per lock, renewal, release, expiry and
+/// ending, with the agent and the time) and each agent's last poll (written
+/// at most once a second per agent, see `store::record_poll`).
+pub const SCHEMA_V2: &str = r#"
+CREATE TABLE IF NOT EXISTS job_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    agent_id TEXT,
+    at_ms INTEGER NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events (job_id, seq);
+CREATE TABLE IF NOT EXISTS agent_polls (
+    agent_id TEXT PRIMARY KEY,
+    last_poll_ms INTEGER NOT NULL
+);
+"#;
+
+/// SQLite's words for `sql` turned into PostgreSQL's.
+fn postgres_words(sql: &str) -> String {
+    sql.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+        .replace("INTEGER", "BIGINT")
+}
+
+/// [`SCHEMA_V2`] in PostgreSQL's words.
+pub fn postgres_v2() -> String {
+    postgres_words(SCHEMA_V2)
+}
+
 /// [`SCHEMA`] in PostgreSQL's words (64-bit integers, a sequence for
 /// `jobs.seq`), plus what every node must agree on (the admin token).
 pub fn postgres_v1() -> String {
-    let mut sql = SCHEMA
-        .replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
-        .replace("INTEGER", "BIGINT");
+    let mut sql = postgres_words(SCHEMA);
     sql.push_str(
         "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);\n",
     );
@@ -97,5 +126,8 @@ mod tests {
         assert!(sql.contains("seq BIGSERIAL PRIMARY KEY"));
         assert!(!sql.contains("INTEGER"));
         assert!(sql.contains("CREATE TABLE IF NOT EXISTS settings"));
+        let v2 = super::postgres_v2();
+        assert!(v2.contains("seq BIGSERIAL PRIMARY KEY"));
+        assert!(!v2.contains("INTEGER"));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::schema::SCHEMA;
+use super::schema::{SCHEMA, SCHEMA_V2};
 use super::sql::{DbError, Row, StateStore, Statements, Tx, Value, storage};
 use crate::wire::ApiError;
 
@@ -32,6 +32,7 @@ impl SqliteState {
             .and_then(|()| connection.pragma_update(None, "journal_mode", "WAL"))
             .and_then(|()| connection.pragma_update(None, "synchronous", "NORMAL"))
             .and_then(|()| connection.execute_batch(SCHEMA))
+            .and_then(|()| connection.execute_batch(SCHEMA_V2))
             .map_err(|error| format!("cannot set up {}: {error}", path.display()))?;
         // Every statement the registry runs stays prepared (rusqlite keeps 16).
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);

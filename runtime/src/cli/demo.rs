@@ -5,7 +5,9 @@
 //! posts a discovery job, then a thumbnail job for every device found and a
 //! few media requests; it shows their progress, ends with a table of jobs,
 //! states, files and bytes, and checks that every file decrypts to what the
-//! camera served. It exits non-zero if anything is wrong.
+//! camera served. It exits non-zero if anything is wrong. It prints the
+//! registry's operator console (`/`) and how to sign in; with `--keep` it
+//! keeps everything serving after its checks, until Ctrl-C.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -43,8 +45,12 @@ pub struct Args {
     media_seconds: u32,
     /// Keep the registry's data and the files in this folder (default: a
     /// temporary folder, removed at the end).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// After the checks, keep camera-sim, the registry (and its console)
+    /// and the agent serving until Ctrl-C.
     #[arg(long)]
-    keep: Option<PathBuf>,
+    keep: bool,
 }
 
 const AGENT_ID: &str = "demo-agent";
@@ -52,7 +58,7 @@ const AGENT_ID: &str = "demo-agent";
 /// Runs the demo.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let temporary = tempfile_dir(args.keep.as_deref())?;
+    let temporary = tempfile_dir(args.data.as_deref())?;
     let dir = temporary.path().to_path_buf();
 
     let sim = CameraSim::start(
@@ -75,6 +81,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "registry     {} (data in {})",
         registry.base_url(),
         dir.join("registry").display()
+    );
+    println!(
+        "console      {}/ (sign in with the admin token in {})",
+        registry.base_url(),
+        dir.join("registry").join("admin-token").display()
     );
 
     // The agent, set up as an operator would: a connection file, a guests folder.
@@ -139,8 +150,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut all = discovery;
     all.extend(posted);
     wait(&store, &all, &mut display).await?;
-    stop.drain();
-    let _ = agent_task.await;
+    // With --keep the agent goes on serving (jobs posted from the console).
+    let serving = if args.keep {
+        Some(agent_task)
+    } else {
+        stop.drain();
+        let _ = agent_task.await;
+        None
+    };
 
     let final_jobs = {
         let wanted = all.clone();
@@ -173,7 +190,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         failures,
         started.elapsed().as_secs_f64()
     );
-    if args.keep.is_some() {
+    if let Some(agent_task) = serving {
+        println!(
+            "serving until Ctrl-C: the console at {}/ (admin token in {})",
+            registry.base_url(),
+            dir.join("registry").join("admin-token").display()
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        stop.drain();
+        let _ = agent_task.await;
+    }
+    if args.data.is_some() {
         println!("kept: {}", dir.display());
     }
     drop(registry);

@@ -4,6 +4,7 @@
 mod agent;
 mod azure;
 mod camera_sim;
+mod console;
 mod hostile;
 mod hotswap;
 mod http_vms;

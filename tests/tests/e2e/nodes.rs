@@ -263,8 +263,49 @@ async fn nodes_started_at_once_migrate_the_database_once() {
         })
         .await
         .unwrap();
-    assert_eq!(versions, 1, "one migration recorded");
+    assert_eq!(versions, 2, "each of the two migrations recorded once");
     assert!(stores.iter().all(|store| store.engine() == "PostgreSQL"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_version_1_gets_the_consoles_tables_at_open() {
+    let Some(backend) = Backend::postgres("migrate_to_2") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend.open(dir.path());
+    // Back to what version 1 made: no job history, no last polls.
+    store
+        .transaction(|tx| {
+            tx.execute(
+                "DROP TABLE job_events, agent_polls",
+                corral_registry::params![],
+            )?;
+            tx.execute(
+                "DELETE FROM schema_migrations WHERE version = 2",
+                corral_registry::params![],
+            )
+        })
+        .await
+        .unwrap();
+    drop(store);
+    let store = backend.open(dir.path());
+    let counts = store
+        .transaction(|tx| {
+            let count = |sql: &str| -> Result<i64, corral_registry::ApiError> {
+                tx.row(sql, corral_registry::params![])?
+                    .expect("one row")
+                    .get::<i64>(0)
+            };
+            Ok((
+                count("SELECT COUNT(*) FROM schema_migrations")?,
+                count("SELECT COUNT(*) FROM job_events")?,
+                count("SELECT COUNT(*) FROM agent_polls")?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(counts, (2, 0, 0), "migration 2 ran again, once");
 }
 
 #[test]

@@ -1083,6 +1083,92 @@ async fn the_admin_api_switches_faults_and_reports_what_the_registry_counted(bac
     assert_eq!(stats["faults"]["refused"], 0, "{stats}");
 }
 
+/// What the console shows beside the protocol's state: every transition of a
+/// job in its history, with the agent, and each agent's last poll, written
+/// at most once a second however often it polls.
+async fn a_jobs_history_and_its_agents_last_poll_are_kept(backend: Backend) {
+    let registry = TestRegistry::start_on(&backend, RegistryConfig::default()).await;
+    let client = registry.client("agent-1").await;
+    let job = registry
+        .post(vec![new_job("thumbnail", "agent-1", Some("cam-1"))])
+        .await
+        .remove(0);
+    let store = registry.running.registry().store().clone();
+    let last_poll = || {
+        let store = store.clone();
+        async move {
+            store
+                .transaction(corral_registry::store::last_polls)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(last_poll().await.is_empty(), "no poll yet");
+    client.poll(&[], None).await.unwrap();
+    let first = last_poll().await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].0, "agent-1");
+    client.poll(&[], None).await.unwrap();
+    assert_eq!(
+        last_poll().await,
+        first,
+        "a poll within a second writes nothing"
+    );
+
+    let lock = client.lock(&job.job_id, LEASE).await.unwrap();
+    client
+        .renew(&job.job_id, &lock.lock_token, LEASE)
+        .await
+        .unwrap();
+    client.release(&job.job_id, &lock.lock_token).await.unwrap();
+    client.release(&job.job_id, &lock.lock_token).await.unwrap();
+    let lock = client.lock(&job.job_id, LEASE).await.unwrap();
+    let (state, message) = (CompletionState::Failed, Some("camera said no".to_string()));
+    client
+        .complete(&job.job_id, &lock.lock_token, state, message)
+        .await
+        .unwrap();
+    let id = job.job_id.clone();
+    let history = store
+        .transaction(move |tx| corral_registry::store::history(tx, &id))
+        .await
+        .unwrap();
+    let events: Vec<(&str, Option<&str>)> = history
+        .iter()
+        .map(|entry| (entry.event.as_str(), entry.agent_id.as_deref()))
+        .collect();
+    let agent = Some("agent-1");
+    assert_eq!(
+        events,
+        [
+            ("posted", None),
+            ("locked", agent),
+            ("renewed", agent),
+            ("released", agent),
+            ("locked", agent),
+            ("completed", agent),
+        ],
+        "the repeated release added nothing"
+    );
+    assert_eq!(history[5].detail.as_deref(), Some("Failed: camera said no"));
+    assert!(
+        history
+            .windows(2)
+            .all(|pair| pair[0].at_ms <= pair[1].at_ms)
+    );
+    let (counts, failed) = store
+        .transaction(|tx| {
+            Ok((
+                corral_registry::store::job_counts(tx)?,
+                corral_registry::store::newest_jobs_where(tx, "state = ?1", &[&"Failed"], 10)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(counts, [("agent-1".into(), "Failed".into(), 1)]);
+    assert_eq!(failed.len(), 1);
+}
+
 corral_tests::on_every_backend!(
     the_client_passes_every_call_and_error_code,
     an_expired_lock_makes_the_job_available_and_its_files_dead,
@@ -1096,4 +1182,5 @@ corral_tests::on_every_backend!(
     a_released_lock_leaves_no_file_behind_even_a_committed_one,
     a_lost_initialize_answer_leaves_an_orphan_that_complete_discards,
     the_admin_api_switches_faults_and_reports_what_the_registry_counted,
+    a_jobs_history_and_its_agents_last_poll_are_kept,
 );

@@ -242,6 +242,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             })?;
             println!("{}", running.addr());
             eprintln!("admin token in {}", data.join("admin-token").display());
+            eprintln!(
+                "console at {}/ (sign in with the admin token)",
+                running.base_url()
+            );
             tokio::select! {
                 () = running.wait() => {}
                 _ = tokio::signal::ctrl_c() => {}
