@@ -12,9 +12,9 @@ source tests/postgres.sh
 source tests/azurite.sh
 source tests/browser.sh
 venv=target/interop-venv
-if ! "$venv/bin/python" -c "import azure.storage.blob, cryptography" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import azure.storage.blob, cryptography, openapi_spec_validator, schemathesis" 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check azure-storage-blob cryptography
+  "$venv/bin/pip" install --quiet --disable-pip-version-check azure-storage-blob cryptography openapi-spec-validator schemathesis
 fi
 # The Python and JavaScript guests (toolchains into target/) build beside the
 # Rust build: they need no cargo, and their installs mostly wait on the network.

@@ -87,3 +87,29 @@ pub async fn file_content(store: &Store, file_id: String) -> ApiResult<(store::F
         })??;
     Ok((file, plaintext))
 }
+
+/// The schema of [`DeviceJson`]: the discovery file's device (at least its
+/// `deviceId`) with the two fields the registry adds.
+impl utoipa::PartialSchema for DeviceJson {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        ObjectBuilder::new()
+            .description(Some(
+                "A device as the latest discovery file described it, with the job that discovered it and its latest thumbnail",
+            ))
+            .property("deviceId", text())
+            .required("deviceId")
+            .property("discoveredByJob", text())
+            .required("discoveredByJob")
+            .property(
+                "thumbnailFileId",
+                ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null])),
+            )
+            .required("thumbnailFileId")
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for DeviceJson {}

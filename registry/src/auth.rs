@@ -166,8 +166,11 @@ impl OAuthError {
 
     /// The JSON body.
     pub fn body(&self) -> String {
-        serde_json::json!({ "error": self.error, "error_description": self.description })
-            .to_string()
+        serde_json::to_string(&crate::wire::OAuthErrorBody {
+            error: self.error,
+            error_description: &self.description,
+        })
+        .unwrap_or_default()
     }
 }
 
@@ -240,7 +243,12 @@ pub fn token(
         "DELETE FROM tokens WHERE expires_ms < ?1",
         params![now_ms()],
     )?;
-    Ok(serde_json::json!({ "access_token": token, "token_type": "Bearer", "expires_in": lifetime.as_secs().max(1) }).to_string())
+    let answer = crate::wire::TokenAnswer {
+        access_token: token,
+        token_type: "Bearer".to_string(),
+        expires_in: lifetime.as_secs().max(1),
+    };
+    Ok(serde_json::to_string(&answer).unwrap_or_default())
 }
 
 fn check_assertion(

@@ -59,7 +59,7 @@ const REFUSALS: [Fault; 4] = [
 ];
 
 /// Shares of requests that get each kind of fault, each from 0 to 1.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct FaultRates {
     /// Refused before any work (503 or 502 or 500, 429), see [`REFUSALS`].
@@ -117,7 +117,7 @@ impl FaultRates {
 }
 
 /// How many faults were injected, by kind, since the registry started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FaultCounts {
     /// Requests seen by the fault switches (admin calls excluded).

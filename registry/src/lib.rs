@@ -17,12 +17,15 @@
 //! Every agent-service call and the token endpoint can be made to fail on
 //! purpose ([`faults`]), for tests and chaos runs.
 //!
-//! Modules: [`routes`] (the table the router and `/openapi.json` share),
-//! [`server`] (HTTP), [`auth`] (principals, tokens), [`jobs`] (the job state
+//! Modules: [`routes`] (the table the axum router and `/openapi.json` share),
+//! [`agent_api`] and [`admin_api`] (the handlers), [`web`] (extractors and
+//! error answers), [`server`] (the app and its connections), [`auth`] (principals, tokens), [`jobs`] (the job state
 //! machine), [`files`] (uploads), [`admin`], [`store`] (SQLite or PostgreSQL), [`blobs`] (the folder or Azure), [`wire`] (JSON
 //! names and error codes).
 
 pub mod admin;
+pub mod admin_api;
+pub mod agent_api;
 pub mod auth;
 pub mod blobs;
 pub mod console;
@@ -33,6 +36,7 @@ pub mod keys;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod web;
 pub mod wire;
 
 use std::net::SocketAddr;

@@ -3,12 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 /// Job types as the protocol spells them.
 pub const JOB_TYPES: [&str; 3] = ["mediarequest", "discovery", "thumbnail"];
 
 /// A job as the agent API and the admin API show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobJson {
     /// Opaque id.
@@ -28,6 +29,7 @@ pub struct JobJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_time_utc: Option<String>,
     /// Free-form parameters.
+    #[schema(value_type = Object)]
     pub parameters: serde_json::Map<String, Value>,
     /// Available, Locked, Completed, PartiallyCompleted, Failed, Cancelled.
     pub state: String,
@@ -48,7 +50,7 @@ pub struct JobJson {
 }
 
 /// A file as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileJson {
     /// Its id.
@@ -68,7 +70,7 @@ pub struct FileJson {
 }
 
 /// A job to post (admin API, `corral registry post-job`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewJob {
     /// The job type.
@@ -87,11 +89,12 @@ pub struct NewJob {
     pub end_time_utc: Option<String>,
     /// Parameters (strings).
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub parameters: serde_json::Map<String, Value>,
 }
 
 /// Body of lock.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LockBody {
     pub agent_id: String,
@@ -101,7 +104,7 @@ pub struct LockBody {
 }
 
 /// Body of progress.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProgressBody {
     pub lock_token: String,
@@ -110,7 +113,7 @@ pub struct ProgressBody {
 }
 
 /// Body of renew.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RenewBody {
     pub lock_token: String,
@@ -118,7 +121,7 @@ pub struct RenewBody {
 }
 
 /// Body of complete.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompleteBody {
     pub lock_token: String,
@@ -128,7 +131,7 @@ pub struct CompleteBody {
 }
 
 /// Body of cancel.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CancelBody {
     pub lock_token: String,
@@ -137,14 +140,14 @@ pub struct CancelBody {
 }
 
 /// Body of release.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseBody {
     pub lock_token: String,
 }
 
 /// Body of the Initialize calls.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InitializeBody {
     pub lock_token: String,
@@ -159,11 +162,13 @@ pub struct InitializeBody {
 }
 
 /// Body of complete file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompleteFileBody {
     pub lock_token: String,
     pub block_ids: Vec<String>,
+    /// The EncryptionData object (PROTOCOL.md).
+    #[schema(value_type = Object)]
     pub encryption_data: Value,
     pub content_length: u64,
 }
@@ -256,7 +261,11 @@ impl ApiError {
 
     /// The JSON body.
     pub fn body(&self) -> String {
-        serde_json::json!({ "error": self.code.name(), "message": self.message }).to_string()
+        serde_json::to_string(&ErrorBody {
+            error: self.code.name(),
+            message: &self.message,
+        })
+        .unwrap_or_default()
     }
 }
 
@@ -276,4 +285,100 @@ pub fn conflict(message: impl Into<String>) -> ApiError {
 /// 404.
 pub fn not_found(message: impl Into<String>) -> ApiError {
     ApiError::new(Code::NotFound, message)
+}
+
+/// The body of every error answer but the token endpoint's.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    /// The code: BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, METHOD_NOT_ALLOWED,
+    /// CONFLICT, GONE, TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, TOO_MANY_REQUESTS, INTERNAL
+    /// or UNAVAILABLE.
+    pub error: &'a str,
+    /// What and why.
+    pub message: &'a str,
+}
+
+/// Answer of lock.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LockAnswer {
+    /// The token that proves the lock.
+    pub lock_token: String,
+    /// When the lock ends (RFC 3339, UTC).
+    pub lock_expiration_utc: String,
+}
+
+/// Answer of renew.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenewAnswer {
+    /// When the lock now ends (RFC 3339, UTC).
+    pub lock_expiration_utc: String,
+}
+
+/// Answer of the Initialize calls.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InitializeAnswer {
+    /// The new file's id.
+    pub file_id: String,
+    /// The public key (JWK) that wraps the file's content key.
+    #[schema(value_type = Object)]
+    pub json_web_key: Value,
+}
+
+/// The token endpoint's form (application/x-www-form-urlencoded).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TokenForm {
+    /// The service principal.
+    pub client_id: String,
+    /// `urn:ietf:params:oauth:grant-type:jwt-bearer` or `client_credentials`.
+    pub grant_type: String,
+    /// The RS512 JWT (jwt-bearer).
+    pub assertion: Option<String>,
+    /// The secret (client_credentials).
+    pub client_secret: Option<String>,
+}
+
+/// The token endpoint's answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenAnswer {
+    /// The bearer token for the agent service.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Lifetime in seconds.
+    pub expires_in: u64,
+}
+
+/// The token endpoint's error body (OAuth2).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthErrorBody<'a> {
+    /// invalid_request, invalid_client, invalid_grant, unsupported_grant_type,
+    /// server_error or temporarily_unavailable.
+    pub error: &'a str,
+    /// Why.
+    pub error_description: &'a str,
+}
+
+/// Query of poll.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PollQuery {
+    /// Job types to offer, comma-separated (mediarequest, discovery, thumbnail).
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub types: Option<String>,
+    /// At most this many jobs (100 if absent).
+    pub max: Option<usize>,
+}
+
+/// Query of the admin job list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobsQuery {
+    /// Only jobs in this state.
+    pub state: Option<String>,
+    /// Only jobs of this agent.
+    pub agent: Option<String>,
 }

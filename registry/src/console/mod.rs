@@ -34,11 +34,6 @@ use crate::wire::ApiError;
 /// The console's own paths begin with this.
 pub const PREFIX: &str = "/console";
 
-/// Whether the console serves `path` (`/` and everything under `/console`).
-pub fn serves(path: &str) -> bool {
-    path == "/" || path == PREFIX || path.starts_with("/console/")
-}
-
 /// What every console handler sees: the registry and the signed-in sessions.
 #[derive(Clone)]
 pub struct Console {

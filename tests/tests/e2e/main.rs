@@ -10,6 +10,7 @@ mod hotswap;
 mod http_vms;
 mod loading;
 mod nodes;
+mod openapi;
 mod polyglot;
 mod registry;
 mod scheduling;
