@@ -15,10 +15,8 @@ use crate::admin::{self, DeviceJson};
 use crate::faults::{FaultCounts, FaultRates};
 use crate::store::{self, Counter};
 use crate::web::{AdminCaller, Ids, JsonBody, QueryOf};
-use crate::wire::{
-    ApiError, ApiResult, Code, ErrorBody, FileJson, JobJson, JobsQuery, NewJob, bad,
-};
-use crate::{Registry, files, jobs};
+use crate::wire::{ApiResult, ErrorBody, FileJson, JobJson, JobsQuery, NewJob, bad};
+use crate::{Registry, jobs};
 
 /// The fault switches and what they injected.
 #[derive(Debug, Serialize, ToSchema)]
