@@ -135,4 +135,22 @@ mod tests {
         assert_ne!(a, snapshot("cam-0002", 1_700_000_000_000));
         assert_ne!(a, snapshot("cam-0001", 1_700_000_005_000));
     }
+
+    #[test]
+    fn a_cached_snapshot_is_the_one_of_its_camera_and_second() {
+        let second = 1_700_000_000_000;
+        let first = snapshot_cached("cam-0007", second + 10);
+        assert_eq!(&first[..], &snapshot("cam-0007", second)[..]);
+        // The same second again is the same image; the next second and
+        // another camera are their own.
+        assert_eq!(snapshot_cached("cam-0007", second + 990), first);
+        assert_eq!(
+            &snapshot_cached("cam-0007", second + 5_000)[..],
+            &snapshot("cam-0007", second + 5_000)[..]
+        );
+        assert_eq!(
+            &snapshot_cached("cam-0008", second)[..],
+            &snapshot("cam-0008", second)[..]
+        );
+    }
 }

@@ -23,6 +23,12 @@ const LEEWAY: Duration = Duration::from_secs(60);
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const CLIENT_CREDENTIALS: &str = "client_credentials";
 
+/// Compares a secret given by a caller with the one expected, in time
+/// independent of where they differ (the admin token, CSRF tokens).
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), expected.as_bytes()).is_ok()
+}
+
 /// A random opaque value (tokens, lock tokens, secrets).
 pub fn random_token() -> String {
     let bytes: [u8; 24] = rand::random();

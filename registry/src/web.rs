@@ -93,7 +93,7 @@ impl FromRequestParts<Arc<Registry>> for AdminCaller {
         parts: &mut Parts,
         registry: &Arc<Registry>,
     ) -> Result<Self, ApiError> {
-        if bearer(parts) != Some(registry.admin_token()) {
+        if !bearer(parts).is_some_and(|token| auth::same_secret(token, registry.admin_token())) {
             return Err(ApiError::new(
                 Code::Unauthorized,
                 "the admin token is required",

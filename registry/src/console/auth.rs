@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use super::html::{self, esc};
 use super::{Console, Refusal};
+use crate::auth::same_secret;
 
 /// The sign-in page.
 pub const SIGN_IN: &str = "/console/sign-in";
@@ -121,11 +122,6 @@ fn check_origin(headers: &HeaderMap) -> Result<(), Refusal> {
             format!("a form sent from another site (Origin `{origin}`) is refused"),
         ))
     }
-}
-
-/// Compares two secrets in time independent of where they differ.
-fn same_secret(given: &str, expected: &str) -> bool {
-    aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), expected.as_bytes()).is_ok()
 }
 
 /// The value of cookie `name` in the request.

@@ -394,6 +394,52 @@ fn faults(world: &World) -> &corral_registry::Faults {
     world.registry.running.registry().faults()
 }
 
+/// A job that ends within its first half second sends no progress at all:
+/// the registry keeps a job's last progress, and a thumbnail that ran in
+/// well under that has none. (A longer job's progress is forwarded: see
+/// `a_registry_that_defeats_progress_gets_the_job_released_not_failed`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_job_sends_no_progress_call() {
+    let world = World::start(RegistryConfig::default(), SimConfig::with_devices(8)).await;
+    let agent = world.agent(world.config());
+    // Warm: the first jobs of a debug build pay for cold code paths.
+    let warm = world.post_thumbnails(8).await;
+    world.wait_final(&warm, Duration::from_secs(30)).await;
+    let ids = world.post_thumbnails(8).await;
+    let done = world.wait_final(&ids, Duration::from_secs(30)).await;
+    assert!(done.iter().all(|job| job.state == "Completed"), "{done:#?}");
+    let store = world.registry.running.registry().store().clone();
+    let mut short = 0;
+    for id in ids {
+        let (row, history) = store
+            .transaction(move |tx| {
+                let row = corral_registry::store::job(tx, &id)?.expect("the job");
+                Ok((row, corral_registry::store::history(tx, &id)?))
+            })
+            .await
+            .unwrap();
+        let at = |event: &str| {
+            history
+                .iter()
+                .find(|entry| entry.event == event)
+                .map(|entry| entry.at_ms)
+                .expect("in the history")
+        };
+        // Well inside the half second, whatever the clocks' offsets.
+        if at("completed") - at("locked") < 300 {
+            short += 1;
+            assert_eq!(
+                (row.task_progress, row.task_total),
+                (0, 0),
+                "a job of {} ms sent its progress: {history:?}",
+                at("completed") - at("locked")
+            );
+        }
+    }
+    assert!(short > 0, "no thumbnail ran in under 300 ms");
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_initialize_whose_answer_is_lost_is_retried_and_the_job_completes() {
     let world = World::start(RegistryConfig::default(), SimConfig::with_devices(1)).await;

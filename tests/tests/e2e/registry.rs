@@ -1169,6 +1169,61 @@ async fn a_jobs_history_and_its_agents_last_poll_are_kept(backend: Backend) {
     assert_eq!(failed.len(), 1);
 }
 
+/// A poll offers the jobs whose lease ran out first, then the available
+/// ones, each oldest first, of the asked types only and no more than `max`:
+/// the two `LIMIT`ed reads of `jobs::available`, on each engine.
+async fn a_poll_offers_lapsed_leases_first_then_the_oldest_of_its_types(backend: Backend) {
+    let registry = TestRegistry::start_on(
+        &backend,
+        RegistryConfig {
+            max_lock_seconds: 1,
+            ..RegistryConfig::default()
+        },
+    )
+    .await;
+    let client = registry.client("agent-1").await;
+    let ids: Vec<String> = registry
+        .post(vec![
+            new_job("discovery", "agent-1", None),
+            new_job("thumbnail", "agent-1", Some("cam-1")),
+            new_job("discovery", "agent-1", None),
+            new_job("thumbnail", "agent-1", Some("cam-2")),
+            new_job("thumbnail", "agent-1", Some("cam-3")),
+        ])
+        .await
+        .into_iter()
+        .map(|job| job.job_id)
+        .collect();
+    // The last thumbnail's lease runs out.
+    client.lock(&ids[4], LEASE).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let offered = |polled: Vec<corral::client::Polled>| -> Vec<String> {
+        polled
+            .into_iter()
+            .map(|polled| match polled {
+                corral::client::Polled::Job(job) => job.job_id,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let thumbnails = offered(client.poll(&[JobType::Thumbnail], Some(2)).await.unwrap());
+    assert_eq!(thumbnails, [ids[4].clone(), ids[1].clone()]);
+    let all = offered(client.poll(&[], Some(10)).await.unwrap());
+    assert_eq!(
+        all,
+        [&ids[4], &ids[0], &ids[1], &ids[2], &ids[3]].map(String::clone)
+    );
+    let one = offered(
+        client
+            .poll(&[JobType::Discovery, JobType::Thumbnail], Some(1))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(one, [ids[4].clone()]);
+    let discoveries = offered(client.poll(&[JobType::Discovery], Some(10)).await.unwrap());
+    assert_eq!(discoveries, [ids[0].clone(), ids[2].clone()]);
+}
+
 corral_tests::on_every_backend!(
     the_client_passes_every_call_and_error_code,
     an_expired_lock_makes_the_job_available_and_its_files_dead,
@@ -1183,4 +1238,5 @@ corral_tests::on_every_backend!(
     a_lost_initialize_answer_leaves_an_orphan_that_complete_discards,
     the_admin_api_switches_faults_and_reports_what_the_registry_counted,
     a_jobs_history_and_its_agents_last_poll_are_kept,
+    a_poll_offers_lapsed_leases_first_then_the_oldest_of_its_types,
 );
