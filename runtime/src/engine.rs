@@ -281,11 +281,11 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|error| GuestError::Imports(format!("{error:#}")))?;
-        for grant in &manifest.http {
-            self.secrets.check_grant(grant)?;
-        }
-        self.policy.clamp_defaults(&mut manifest);
-        self.policy.check(&manifest)?;
+        // The operator decides what the manifest asked for: each secret (its
+        // origins, methods, guests and CA), then the policy (limits, folders
+        // as resolved now, IP grants a name never reaches).
+        self.secrets.admit(&mut manifest)?;
+        self.policy.admit(&mut manifest, &self.secrets)?;
         Guest::new(
             pre,
             manifest,

@@ -32,6 +32,10 @@ use crate::sandbox::{JobSetup, JobState};
 use crate::secrets::Secrets;
 use crate::sink::{OutputSink, OutputSpec, SinkError, StoredFile, store_whole};
 
+/// How long a job's end waits for its output writers to discard what the
+/// guest left unfinished.
+const WRITERS_GRACE: Duration = Duration::from_secs(1);
+
 /// Why a guest could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
@@ -327,11 +331,21 @@ impl Guest {
             camera_auth_refused: state.auth_refused(),
         };
         // Dropping the store closes every stream still open; waiting for the
-        // writers then means every unfinished file has been discarded.
+        // writers then means every unfinished file has been discarded. A
+        // writer stuck in its sink (a hung disk) does not hold the job's end
+        // past a second: it is left to finish or fail on its own.
         let writers = state.outputs.writers();
         drop(store);
         writers.close();
-        writers.wait().await;
+        if tokio::time::timeout(WRITERS_GRACE, writers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "job {}: an output writer was still busy {WRITERS_GRACE:?} after the job ended; not waiting for it",
+                job.job_id
+            );
+        }
         report
     }
 
@@ -432,6 +446,14 @@ fn trap_message(state: &JobState, error: &wasmtime::Error) -> String {
         return with_cause(state.ledger.refuse(limit.clone()), error);
     }
     if let Some(limit) = state.handles_exhausted(error) {
+        return with_cause(limit, error);
+    }
+    if cause_chain(error).contains(crate::sandbox::HEADER_MAP_TOO_BIG) {
+        let limit = state.ledger.refuse(LimitExceeded::FixedCap {
+            resource: "bytes in one header map",
+            limit: crate::sandbox::HEADER_MAP_BYTES as u64,
+            label: "header_map_bytes",
+        });
         return with_cause(limit, error);
     }
     if let Some(limit) = state.outputs.limit_exceeded() {

@@ -17,7 +17,7 @@
 //!
 //! [[http]]                        # a wildcard, only where written: any subdomain
 //! origin = "https://*.cams.example.com"
-//! tls_ca = "vms-ca.pem"           # optional: a CA to trust besides the system's roots
+//! tls_ca = "vms-ca.pem"           # optional, only without credentials: a CA to trust besides the system's roots
 //!
 //! [[tcp]]                         # raw TCP (RTSP-like), an exact IP and port
 //! address = "10.0.0.5:554"
@@ -38,6 +38,15 @@
 //! open_outputs = 16               # output files created and not yet finished or dropped
 //! handles = 4096                  # resource-table entries (streams, fields, sockets, ...)
 //! ```
+//!
+//! A manifest only *asks*. At load the operator's side decides
+//! ([`Secrets::admit`](crate::secrets::Secrets::admit),
+//! [`OperatorPolicy::admit`](crate::policy::OperatorPolicy::admit)): a secret
+//! goes only where, with the methods and to the guests `agent.toml` binds it,
+//! with the CA it names; an IP grant of loopback, this machine, a metadata
+//! service or another address a name never reaches needs the operator's
+//! `[policy] local_grants` (or a secret bound to that origin); a folder is
+//! opened at the real path the policy resolved.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,7 +101,12 @@ pub struct Manifest {
     pub http: Vec<HttpGrant>,
     /// Raw TCP endpoints the guest may connect to.
     pub tcp: Vec<std::net::SocketAddr>,
-    /// Read-only folders: (host path, path the guest sees).
+    /// Those of `tcp` the operator allowed although a name never reaches
+    /// their address (loopback, this machine, metadata, ...): set at load by
+    /// the operator's policy, never by the manifest.
+    pub tcp_local: Vec<std::net::SocketAddr>,
+    /// Read-only folders: (host path, path the guest sees). Once loaded, the
+    /// host path is the real one the operator's policy resolved and allowed.
     pub folders: Vec<(PathBuf, String)>,
     /// Resource limits per job.
     pub limits: Limits,
@@ -174,8 +188,16 @@ pub struct HttpGrant {
     /// adds it only where the operator bound that secret to this origin.
     pub credentials: Option<String>,
     /// For `https`: a PEM file of extra CA certificates to trust (an
-    /// on-premise VMS with its own CA), besides the system's roots.
+    /// on-premise VMS with its own CA), besides the system's roots. A grant
+    /// with credentials cannot name one in its manifest (the trust root of a
+    /// request carrying the operator's secret is the operator's): at load it
+    /// is the `tls_ca` of the operator's `[secrets.<name>]`, if any.
     pub tls_ca: Option<PathBuf>,
+    /// Set at load by the operator's policy, never by a manifest: this grant
+    /// is an IP literal a name never reaches (loopback, this machine, a
+    /// metadata service, ...) and the operator named it (`[policy]
+    /// local_grants`, or a secret's `origins`), so it may connect there.
+    pub local_allowed: bool,
 }
 
 /// The methods a grant allows when its manifest lists none.
@@ -193,6 +215,7 @@ impl HttpGrant {
             methods: DEFAULT_METHODS.iter().map(|m| m.to_string()).collect(),
             credentials,
             tls_ca: None,
+            local_allowed: false,
         })
     }
 
@@ -360,6 +383,12 @@ impl Manifest {
                         grant.origin
                     )));
                 }
+                if let (Some(_), Some(name)) = (&grant.tls_ca, &parsed.credentials) {
+                    return Err(invalid(format!(
+                        "http grant `{}`: a grant with credentials cannot name its own tls_ca (the trust root of a request carrying the operator's secret is the operator's): remove it, and the operator sets it in agent.toml: [secrets.{name}] tls_ca = \"<PEM file>\"",
+                        grant.origin
+                    )));
+                }
                 if let Some(ca) = grant.tls_ca {
                     let ca = if ca.is_absolute() {
                         ca
@@ -431,6 +460,7 @@ impl Manifest {
             settings: raw.settings,
             http,
             tcp,
+            tcp_local: Vec::new(),
             folders,
             limits,
             limits_asked,
@@ -445,7 +475,7 @@ impl Manifest {
 }
 
 /// A grant's `methods`: HTTP method tokens, upper-cased; never `CONNECT`.
-fn parse_methods(origin: &str, methods: &[String]) -> Result<Vec<String>, String> {
+pub(crate) fn parse_methods(origin: &str, methods: &[String]) -> Result<Vec<String>, String> {
     if methods.is_empty() {
         return Err(format!("http grant `{origin}`: `methods` is empty"));
     }
@@ -619,6 +649,10 @@ mod tests {
             (
                 "name = \"x\"\nversion = \"1\"\njobs = [\"discovery\"]\n[[http]]\norigin = \"http://a\"\nmethods = [\"connect\"]",
                 "CONNECT is never granted",
+            ),
+            (
+                "name = \"x\"\nversion = \"1\"\njobs = [\"discovery\"]\n[[http]]\norigin = \"https://cam.lan\"\ncredentials = \"cams\"\ntls_ca = \"g.toml\"",
+                "[secrets.cams] tls_ca",
             ),
             (
                 "name = \"x\"\nversion = \"1\"\njobs = [\"discovery\"]\n[[tcp]]\naddress = \"camera:554\"",

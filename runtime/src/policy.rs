@@ -15,20 +15,35 @@
 //! log_lines_per_sec = 100          # lines past this rate are dropped (and counted)
 //! # origins = ["http://10.0.0.0"]  # if set, the only HTTP origins a manifest may grant (`*.` allowed)
 //! # tcp = ["10.0.0.5:554"]         # if set, the only raw TCP endpoints a manifest may grant
+//! local_grants = []                # IP grants a manifest may have to addresses a name never reaches
+//! #                                # (loopback, this machine, metadata, link-local, ...):
+//! #                                # origins ("http://127.0.0.1:8081") or TCP endpoints ("127.0.0.1:6379")
 //! allow_symlinks = false           # guest files that are links (to files owned by the agent's user or root)
 //! ```
 //!
 //! Whatever the policy says, a folder grant that holds the agent's own files
-//! (its config, connection file, compile cache) is refused.
+//! (its config, connection file, compile cache) is refused. A folder is
+//! opened, for every job, at the real path resolved here at load.
+//!
+//! A manifest's IP grant (`[[http]] origin = "http://169.254.169.254"`,
+//! `[[tcp]] address = "127.0.0.1:6379"`) whose address a granted name never
+//! reaches ([`refused_for_name`]) is refused unless the operator named that
+//! exact origin or endpoint in `local_grants`, or bound a secret to that
+//! origin (`[secrets.<name>] origins`: the operator said it is a camera).
+//! `corral run-job` and `corral guests check` without `--config`, where the
+//! guest's author is its operator, allow what the manifest asks
+//! ([`OperatorPolicy::allowing_local_grants`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::manifest::{Limits, Manifest, parse_seconds};
+use crate::manifest::{HttpGrant, Limits, Manifest, parse_seconds};
 use crate::origin::OriginPattern;
+use crate::sandbox::address::refused_for_name;
+use crate::secrets::Secrets;
 
 /// Why a manifest is refused by the policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +65,12 @@ pub struct OperatorPolicy {
     pub origins: Option<Vec<OriginPattern>>,
     /// If set, the only raw TCP endpoints a manifest may grant.
     pub tcp: Option<Vec<SocketAddr>>,
+    /// HTTP origins (IP literals) a manifest may grant although a name never
+    /// reaches their address (`local_grants`).
+    pub local_origins: Vec<OriginPattern>,
+    /// Raw TCP endpoints a manifest may grant although a name never reaches
+    /// their address (`local_grants`).
+    pub local_tcp: Vec<SocketAddr>,
     /// Whether guest files may be symbolic links.
     pub allow_symlinks: bool,
     /// The agent's own files and folders, never grantable.
@@ -71,6 +92,8 @@ impl Default for OperatorPolicy {
             log_lines_per_sec: 100,
             origins: None,
             tcp: None,
+            local_origins: Vec::new(),
+            local_tcp: Vec::new(),
             allow_symlinks: false,
             protected: Vec::new(),
         }
@@ -92,6 +115,8 @@ pub struct RawPolicy {
     log_lines_per_sec: Option<u32>,
     origins: Option<Vec<String>>,
     tcp: Option<Vec<String>>,
+    #[serde(default)]
+    local_grants: Vec<String>,
     #[serde(default)]
     allow_symlinks: bool,
 }
@@ -143,6 +168,7 @@ impl RawPolicy {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
+        let (local_origins, local_tcp) = parse_local_grants(&self.local_grants)?;
         Ok(OperatorPolicy {
             folders,
             max: Limits {
@@ -163,6 +189,8 @@ impl RawPolicy {
                 .max(1),
             origins,
             tcp,
+            local_origins,
+            local_tcp,
             allow_symlinks: self.allow_symlinks,
             protected: Vec::new(),
         })
@@ -201,8 +229,47 @@ impl OperatorPolicy {
         }
     }
 
-    /// Whether `manifest` asks for no more than this policy allows.
-    pub fn check(&self, manifest: &Manifest) -> Result<(), PolicyRefusal> {
+    /// Lowers `manifest`'s unwritten limits ([`OperatorPolicy::clamp_defaults`]),
+    /// checks it ([`OperatorPolicy::check`]), and fixes what the operator
+    /// allowed: the IP grants the operator named although a name never
+    /// reaches them (so they connect there), and each folder as the real
+    /// path resolved and allowed now (a job opens that path, not the one
+    /// the manifest wrote, which could be pointed elsewhere since).
+    pub fn admit(&self, manifest: &mut Manifest, secrets: &Secrets) -> Result<(), PolicyRefusal> {
+        self.clamp_defaults(manifest);
+        self.check(manifest, secrets)?;
+        for grant in &mut manifest.http {
+            grant.local_allowed = self.names_origin(grant, secrets);
+        }
+        manifest.tcp_local = manifest
+            .tcp
+            .iter()
+            .copied()
+            .filter(|endpoint| self.local_tcp.contains(endpoint))
+            .collect();
+        for (host, _) in &mut manifest.folders {
+            *host = real_folder(host)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the operator named `grant`'s exact origin, an IP literal: in
+    /// `local_grants`, or as an origin of a secret.
+    fn names_origin(&self, grant: &HttpGrant, secrets: &Secrets) -> bool {
+        let Ok(ip) = grant.host.parse::<IpAddr>() else {
+            return false;
+        };
+        let same = |origin: &OriginPattern| {
+            origin.scheme == grant.scheme
+                && origin.port == grant.port
+                && origin.host.parse::<IpAddr>() == Ok(ip)
+        };
+        self.local_origins.iter().any(same) || secrets.all_bound_origins().any(same)
+    }
+
+    /// Whether `manifest` asks for no more than this policy (and the
+    /// operator's secret bindings, `secrets`) allows.
+    pub fn check(&self, manifest: &Manifest, secrets: &Secrets) -> Result<(), PolicyRefusal> {
         let refuse = |message: String| Err(PolicyRefusal(message));
         let limits = &manifest.limits;
         let (max, mib, secs) = (&self.max, |bytes: u64| bytes >> 20, Duration::as_secs_f64);
@@ -250,7 +317,7 @@ impl OperatorPolicy {
             ));
         }
         for (host, _) in &manifest.folders {
-            let real = std::fs::canonicalize(host).unwrap_or_else(|_| host.clone());
+            let real = real_folder(host)?;
             if let Some(own) = self
                 .protected
                 .iter()
@@ -266,6 +333,28 @@ impl OperatorPolicy {
                 return refuse(format!(
                     "folder {} is not allowed by the operator's policy.folders (add it, or a folder above it, to [policy] folders in agent.toml)",
                     real.display()
+                ));
+            }
+        }
+        for grant in &manifest.http {
+            let Ok(ip) = grant.host.parse::<IpAddr>() else {
+                continue;
+            };
+            if let Some(why) = refused_for_name(ip)
+                && !self.names_origin(grant, secrets)
+            {
+                return refuse(format!(
+                    "http grant {origin} is {why}: a manifest cannot grant itself that; to allow it, add \"{origin}\" to [policy] local_grants in agent.toml (or bind a secret to it: [secrets.<name>] origins)",
+                    origin = grant.origin()
+                ));
+            }
+        }
+        for endpoint in &manifest.tcp {
+            if let Some(why) = refused_for_name(endpoint.ip())
+                && !self.local_tcp.contains(endpoint)
+            {
+                return refuse(format!(
+                    "tcp grant {endpoint} is {why}: a manifest cannot grant itself that; to allow it, add \"{endpoint}\" to [policy] local_grants in agent.toml"
                 ));
             }
         }
@@ -294,6 +383,34 @@ impl OperatorPolicy {
         Ok(())
     }
 
+    /// This policy, also allowing every IP grant of `manifest` that a name
+    /// never reaches: for `corral run-job` and `corral guests check` without
+    /// a config, where the guest's author is its operator (as
+    /// [`Secrets::bind_as_asked`] binds its secrets); the agent never uses it.
+    pub fn allowing_local_grants(mut self, manifest: &Manifest) -> OperatorPolicy {
+        self.local_origins.extend(
+            manifest
+                .http
+                .iter()
+                .filter(|grant| grant.host.parse::<IpAddr>().is_ok())
+                .map(HttpGrant::pattern),
+        );
+        self.local_tcp.extend(manifest.tcp.iter().copied());
+        self
+    }
+
+    /// This policy, also allowing `grants` as `[policy] local_grants` would
+    /// (IP origins, `ip:port` TCP endpoints); `Err` names a bad entry.
+    pub fn with_local_grants(
+        mut self,
+        grants: &[impl AsRef<str>],
+    ) -> Result<OperatorPolicy, String> {
+        let (origins, tcp) = parse_local_grants(grants)?;
+        self.local_origins.extend(origins);
+        self.local_tcp.extend(tcp);
+        Ok(self)
+    }
+
     /// A policy that allows every folder, for code that builds its own trusted
     /// set-up (tests, `corral run-job`); the agent never uses it.
     pub fn allowing_folders(
@@ -307,6 +424,44 @@ impl OperatorPolicy {
         );
         self
     }
+}
+
+/// `local_grants` entries: IP origins (`http://127.0.0.1:8081`) and TCP
+/// endpoints (`127.0.0.1:6379`); `Err` names the bad entry.
+fn parse_local_grants(
+    grants: &[impl AsRef<str>],
+) -> Result<(Vec<OriginPattern>, Vec<SocketAddr>), String> {
+    let (mut local_origins, mut local_tcp) = (Vec::new(), Vec::new());
+    for grant in grants {
+        let grant = grant.as_ref();
+        if grant.contains("://") {
+            let origin =
+                OriginPattern::parse(grant).map_err(|why| format!("policy.local_grants: {why}"))?;
+            if origin.host.parse::<IpAddr>().is_err() {
+                return Err(format!(
+                    "policy.local_grants: `{grant}` is not an IP origin (a granted name never reaches these addresses; list the IP, e.g. \"http://127.0.0.1:8081\")"
+                ));
+            }
+            local_origins.push(origin);
+        } else {
+            local_tcp.push(grant.parse::<SocketAddr>().map_err(|_| {
+                format!(
+                    "policy.local_grants: `{grant}` is neither an IP origin (\"http://127.0.0.1:8081\") nor an IP address and port (\"127.0.0.1:6379\")"
+                )
+            })?);
+        }
+    }
+    Ok((local_origins, local_tcp))
+}
+
+/// The real path of a granted folder (links and `..` resolved), or why not.
+fn real_folder(host: &Path) -> Result<PathBuf, PolicyRefusal> {
+    std::fs::canonicalize(host).map_err(|error| {
+        PolicyRefusal(format!(
+            "folder {} cannot be resolved: {error}",
+            host.display()
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -337,16 +492,22 @@ mod tests {
     fn limits_over_the_policy_name_the_key() {
         let policy = OperatorPolicy::default();
         let error = policy
-            .check(&manifest("[limits]\nwall_secs = 9999999"))
+            .check(
+                &manifest("[limits]\nwall_secs = 9999999"),
+                &Secrets::default(),
+            )
             .unwrap_err()
             .to_string();
         assert!(error.contains("policy.max_wall_secs = 3600"), "{error}");
         let error = policy
-            .check(&manifest("[limits]\nlog_lines = 4294967295"))
+            .check(
+                &manifest("[limits]\nlog_lines = 4294967295"),
+                &Secrets::default(),
+            )
             .unwrap_err()
             .to_string();
         assert!(error.contains("policy.max_log_lines"), "{error}");
-        assert!(policy.check(&manifest("")).is_ok());
+        assert!(policy.check(&manifest(""), &Secrets::default()).is_ok());
     }
 
     #[test]
@@ -365,11 +526,18 @@ mod tests {
             ),
             ("[[tcp]]\naddress = \"10.0.0.6:554\"", "policy.tcp"),
         ] {
-            let error = policy.check(&manifest(extra)).unwrap_err().to_string();
+            let error = policy
+                .check(&manifest(extra), &Secrets::default())
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(key), "{extra}: {error}");
         }
         let allowed = "[limits]\ncpu_secs = 10\noutput_mib = 100\n[[http]]\norigin = \"http://a.cams.lan\"\n[[tcp]]\naddress = \"10.0.0.5:554\"";
-        assert!(policy.check(&manifest(allowed)).is_ok());
+        assert!(
+            policy
+                .check(&manifest(allowed), &Secrets::default())
+                .is_ok()
+        );
     }
 
     #[test]
@@ -383,13 +551,165 @@ mod tests {
         );
         let root = "[[folders]]\nhost = \"/\"\nguest = \"/r\"\n";
         let policy = OperatorPolicy::default();
-        let error = policy.check(&manifest(&grant)).unwrap_err().to_string();
+        let error = policy
+            .check(&manifest(&grant), &Secrets::default())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("policy.folders"), "{error}");
         let policy = policy
             .allowing_folders([dir.path().to_path_buf()])
             .protecting([dir.path().join("agent.toml")]);
-        assert!(policy.check(&manifest(&grant)).is_ok());
-        let error = policy.check(&manifest(root)).unwrap_err().to_string();
+        assert!(policy.check(&manifest(&grant), &Secrets::default()).is_ok());
+        let error = policy
+            .check(&manifest(root), &Secrets::default())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("agent's own"), "{error}");
+    }
+
+    /// A manifest granting itself loopback, a metadata service or this
+    /// machine by IP is refused, naming the grant, what the address is and
+    /// the key; the operator's `local_grants` or a secret bound there allow it.
+    #[test]
+    fn ip_grants_a_name_never_reaches_need_the_operator() {
+        let none = Secrets::default();
+        let policy = OperatorPolicy::default();
+        for (extra, why, key) in [
+            (
+                "[[http]]\norigin = \"http://169.254.169.254\"",
+                "http grant http://169.254.169.254:80 is a cloud metadata service",
+                "add \"http://169.254.169.254:80\" to [policy] local_grants in agent.toml",
+            ),
+            (
+                "[[http]]\norigin = \"http://127.0.0.1:9187\"",
+                "http grant http://127.0.0.1:9187 is loopback",
+                "add \"http://127.0.0.1:9187\" to [policy] local_grants",
+            ),
+            (
+                "[[http]]\norigin = \"http://[::ffff:127.0.0.1]:80\"",
+                "is an IPv6 form of a refused IPv4 address",
+                "[policy] local_grants",
+            ),
+            (
+                "[[http]]\norigin = \"https://169.254.1.1\"",
+                "is link-local",
+                "[policy] local_grants",
+            ),
+            (
+                "[[tcp]]\naddress = \"127.0.0.1:6379\"",
+                "tcp grant 127.0.0.1:6379 is loopback",
+                "add \"127.0.0.1:6379\" to [policy] local_grants in agent.toml",
+            ),
+            (
+                "[[tcp]]\naddress = \"0.0.0.0:6379\"",
+                "is unspecified",
+                "[policy] local_grants",
+            ),
+        ] {
+            let error = policy
+                .check(&manifest(extra), &none)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(why) && error.contains(key),
+                "{extra}: {error}"
+            );
+        }
+        // A private LAN by IP needs nothing; a name is checked when it resolves.
+        for fine in [
+            "[[http]]\norigin = \"http://10.0.0.5:8080\"",
+            "[[tcp]]\naddress = \"192.168.1.20:554\"",
+            "[[http]]\norigin = \"http://localhost:8081\"",
+        ] {
+            assert!(policy.check(&manifest(fine), &none).is_ok(), "{fine}");
+        }
+
+        // The operator names them: exactly these, nothing next to them.
+        let raw: RawPolicy = toml::from_str(
+            "local_grants = [\"http://127.0.0.1:8081\", \"127.0.0.1:6379\", \"http://[::1]:8082\"]",
+        )
+        .unwrap();
+        let policy = raw.resolve(Path::new(".")).unwrap();
+        let mut allowed = manifest(
+            "[[http]]\norigin = \"http://127.0.0.1:8081\"\n[[http]]\norigin = \"http://[0:0::1]:8082\"\n[[tcp]]\naddress = \"127.0.0.1:6379\"",
+        );
+        policy.admit(&mut allowed, &none).unwrap();
+        assert!(allowed.http.iter().all(|grant| grant.local_allowed));
+        assert_eq!(allowed.tcp_local, allowed.tcp);
+        for (next_door, key) in [
+            ("[[http]]\norigin = \"http://127.0.0.1:8082\"", "http grant"),
+            (
+                "[[http]]\norigin = \"https://127.0.0.1:8081\"",
+                "http grant",
+            ),
+            ("[[http]]\norigin = \"http://169.254.169.254\"", "metadata"),
+            ("[[tcp]]\naddress = \"127.0.0.1:6380\"", "tcp grant"),
+        ] {
+            let error = policy
+                .check(&manifest(next_door), &none)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(key), "{next_door}: {error}");
+        }
+
+        // A secret bound to an origin says it is a camera: any grant of it.
+        let mut secrets = Secrets::default();
+        secrets.bind(
+            "camera-sim",
+            &[OriginPattern::parse("http://127.0.0.1:8081").unwrap()],
+        );
+        let default = OperatorPolicy::default();
+        let mut camera = manifest("[[http]]\norigin = \"http://127.0.0.1:8081\"");
+        default.admit(&mut camera, &secrets).unwrap();
+        assert!(camera.http[0].local_allowed);
+        assert!(
+            default
+                .check(
+                    &manifest("[[http]]\norigin = \"http://127.0.0.1:9187\""),
+                    &secrets
+                )
+                .is_err()
+        );
+
+        // The dev loop: the author is the operator.
+        let asked = manifest(
+            "[[http]]\norigin = \"http://169.254.169.254\"\n[[tcp]]\naddress = \"127.0.0.1:6379\"",
+        );
+        let dev = OperatorPolicy::default().allowing_local_grants(&asked);
+        assert!(dev.check(&asked, &none).is_ok());
+
+        for bad in [
+            "local_grants = [\"http://localhost:8081\"]",
+            "local_grants = [\"cam:554\"]",
+        ] {
+            let raw: RawPolicy = toml::from_str(bad).unwrap();
+            let error = raw.resolve(Path::new(".")).unwrap_err();
+            assert!(error.contains("policy.local_grants"), "{error}");
+        }
+    }
+
+    /// A job opens the folder the policy resolved at load, not the path as
+    /// written (which may be pointed elsewhere after the check).
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_is_opened_where_it_was_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let exports = dir.path().join("exports");
+        std::fs::create_dir(&exports).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&exports, &link).unwrap();
+        let grant = format!(
+            "[[folders]]\nhost = \"{}\"\nguest = \"/e\"\n",
+            link.display()
+        );
+        let policy = OperatorPolicy::default().allowing_folders([exports.clone()]);
+        let mut manifest = manifest(&grant);
+        policy.admit(&mut manifest, &Secrets::default()).unwrap();
+        let real = std::fs::canonicalize(&exports).unwrap();
+        assert_eq!(manifest.folders[0].0, real);
+        // The link now points at /: the loaded guest still opens `exports`.
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink("/", &link).unwrap();
+        assert_eq!(manifest.folders[0].0, real);
     }
 }

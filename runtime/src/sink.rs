@@ -145,21 +145,24 @@ impl DirSink {
 }
 
 /// The write buffer of a [`DirSink`] file: small, since chunks of the size
-/// guests write (up to 1 MiB) go past it straight to the file.
+/// guests write (up to 1 MiB) go past it to the file. The file keeps a
+/// buffer of its own for the write under way on the blocking pool (tokio's
+/// default lets it grow to 2 MiB and keep that): it is held to the same size.
 const DIR_BUFFER: usize = 64 << 10;
 
 #[async_trait]
 impl OutputSink for DirSink {
     fn buffer_bytes(&self) -> u64 {
-        DIR_BUFFER as u64
+        2 * DIR_BUFFER as u64
     }
 
     async fn create(&self, spec: &OutputSpec) -> Result<Box<dyn SinkFile>, SinkError> {
         let path = self.dir.join(&spec.name);
         let partial = self.dir.join(format!("{}.partial", spec.name));
-        let file = tokio::fs::File::create(&partial)
+        let mut file = tokio::fs::File::create(&partial)
             .await
             .map_err(|error| SinkError(format!("cannot create {}: {error}", partial.display())))?;
+        file.set_max_buf_size(DIR_BUFFER);
         Ok(Box::new(DirFile {
             file: Some(tokio::io::BufWriter::with_capacity(DIR_BUFFER, file)),
             partial,

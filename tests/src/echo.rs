@@ -48,6 +48,61 @@ pub async fn start_body_only(padding: usize) -> SocketAddr {
     .await
 }
 
+/// Starts a camera that hands the credentials back transformed, by path:
+/// `/password` writes the decoded password alone, `/unpadded` the base64
+/// token without its `=` padding, `/gzip` the request head labelled
+/// `Content-Encoding: gzip` (as if compressed), and any other path the
+/// request head, or the slice of it a `Range: bytes=a-b` names (`206`).
+pub async fn start_transforming() -> SocketAddr {
+    use base64::Engine as _;
+    serve(|head| {
+        let text = String::from_utf8_lossy(head).into_owned();
+        let header = |wanted: &str| {
+            text.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case(wanted)
+                    .then(|| value.trim().to_string())
+            })
+        };
+        let path = text.split(' ').nth(1).unwrap_or("/").to_string();
+        let token = header("authorization")
+            .and_then(|value| value.split_once(' ').map(|(_, token)| token.to_string()))
+            .unwrap_or_default();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(&token)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default();
+        let (status, extra, body) = match path.as_str() {
+            "/password" => {
+                let password = decoded.split_once(':').map_or("", |(_, p)| p);
+                ("200 OK", String::new(), format!("your password is {password}"))
+            }
+            "/unpadded" => (
+                "200 OK",
+                String::new(),
+                format!("token {}", token.trim_end_matches('=')),
+            ),
+            "/gzip" => ("200 OK", "content-encoding: gzip\r\n".into(), text.clone()),
+            _ => match header("range").and_then(|range| {
+                let (from, to) = range.strip_prefix("bytes=")?.split_once('-')?;
+                Some((from.parse::<usize>().ok()?, to.parse::<usize>().ok()?))
+            }) {
+                Some((from, to)) if from < text.len() => {
+                    let to = to.min(text.len() - 1);
+                    ("206 Partial Content", String::new(), text[from..=to].to_string())
+                }
+                _ => ("200 OK", String::new(), text.clone()),
+            },
+        };
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    })
+    .await
+}
+
 /// Serves on loopback: reads each request's head and writes `reply(head)`,
 /// in small writes.
 async fn serve(reply: impl Fn(&[u8]) -> Vec<u8> + Send + Sync + 'static) -> SocketAddr {

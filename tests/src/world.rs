@@ -113,7 +113,8 @@ impl World {
             .expect("client")
     }
 
-    /// Starts an agent with `config`.
+    /// Starts an agent with `config`, through the world's connection file
+    /// (not `config.connection_file`: see [`World::agent_through_its_file`]).
     pub fn agent(&self, config: AgentConfig) -> RunningAgent {
         self.agent_with(config, self.secrets())
     }
@@ -137,8 +138,28 @@ impl World {
         self.agent_built(config, self.secrets(), fast_retry(), Some(hook))
     }
 
+    /// Starts an agent that reaches the registry through the connection
+    /// file `config` names, as `corral agent` does (the other starters use
+    /// the world's own file whatever `config` says): an agent bound to the
+    /// nodes that file lists.
+    pub fn agent_through_its_file(&self, config: AgentConfig) -> RunningAgent {
+        let connection = config.connection_file.clone();
+        self.agent_built_from(&connection, config, self.secrets(), fast_retry(), None)
+    }
+
     fn agent_built(
         &self,
+        config: AgentConfig,
+        secrets: Secrets,
+        retry: RetryPolicy,
+        hook: Option<JobHook>,
+    ) -> RunningAgent {
+        self.agent_built_from(&self.connection, config, secrets, retry, hook)
+    }
+
+    fn agent_built_from(
+        &self,
+        connection: &std::path::Path,
         config: AgentConfig,
         secrets: Secrets,
         retry: RetryPolicy,
@@ -152,7 +173,10 @@ impl World {
             .expect("cache folder")
             .with_secrets(Arc::new(secrets));
         let catalog = Catalog::load(&runtime, &config.guests_dir).expect("guests");
-        let file = ConnectionFile::load(&self.connection).expect("connection file");
+        catalog
+            .keep_owners(&self.agent_id)
+            .expect("the device-owner record");
+        let file = ConnectionFile::load(connection).expect("connection file");
         let client = RegistryClient::from_connection_file(&file, &self.agent_id, None, None, retry)
             .expect("client");
         let mut agent = Agent::with_parts(client, catalog.clone(), config, retry);
@@ -310,5 +334,59 @@ impl RunningAgent {
     pub async fn stop(self) {
         self.stop.drain();
         let _ = self.task.await;
+    }
+}
+
+impl World {
+    /// Drops the hostile test guest into the guests folder as `<stem>.wasm`,
+    /// named `hostile`, serving discovery and thumbnails, its discovery
+    /// reporting the device ids of `claim` (the hijack attack), with a
+    /// wildcard grant so the agent's own loader parses one.
+    pub fn add_hostile_guest(&self, stem: &str, claim: &[&str]) {
+        std::fs::write(
+            self.guests_dir.join(format!("{stem}.toml")),
+            format!(
+                "name = \"hostile\"\nversion = \"6.6.6\"\njobs = [\"discovery\", \"thumbnail\"]\n\
+                 [settings]\nclaim = \"{}\"\n\
+                 [[http]]\norigin = \"https://*.cams.example.com\"\n",
+                claim.join(",")
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            self.guests_dir.join(format!("{stem}.wasm")),
+            crate::test_guests::HOSTILE,
+        )
+        .unwrap();
+    }
+
+    /// The devices a finished discovery job listed: `(id, name)`, sorted.
+    pub async fn discovered(&self, job: &JobJson) -> Vec<(String, String)> {
+        let listed: serde_json::Value =
+            serde_json::from_slice(&self.registry.job_plaintext(job).await).unwrap();
+        let mut devices: Vec<(String, String)> = listed["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|device| {
+                let text = |key: &str| device[key].as_str().unwrap_or_default().to_string();
+                (text("deviceId"), text("name"))
+            })
+            .collect();
+        devices.sort();
+        devices
+    }
+}
+
+impl RunningAgent {
+    /// Waits (waking its folder watcher, up to 20 s) until it has loaded
+    /// exactly `count` guests.
+    pub async fn wait_for_guests(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.catalog.guests().len() != count {
+            assert!(Instant::now() < deadline, "{}", self.catalog.describe());
+            self.reload.notify_one();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

@@ -47,6 +47,12 @@ pub struct PgState {
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
+/// How long PostgreSQL keeps a session idle inside a transaction (a node
+/// that stopped between two statements) before it ends it and frees its
+/// locks. Every transaction of the registry sends its statements back to
+/// back, so no healthy node comes near it.
+const IDLE_IN_TRANSACTION_MS: u32 = 5_000;
+
 impl Drop for PgState {
     /// Closing a connection blocks on its runtime, which cannot happen on a
     /// thread driving async tasks (a registry dropped from async code): the
@@ -77,9 +83,17 @@ impl PgState {
     /// Connects to `url` (`postgres://user[:password]@host[:port]/database`),
     /// brings its schema up to date, and keeps a pool of connections.
     pub fn open(url: &str) -> Result<PgState, String> {
-        let config: postgres::Config = url
+        let mut config: postgres::Config = url
             .parse()
             .map_err(|error| format!("`{}` is not a PostgreSQL URL: {error}", redact(url)))?;
+        // A node that hangs mid-transaction (stopped, swapped out) must not
+        // hold its row locks over every other node: the server ends a session
+        // left idle inside a transaction after a few seconds.
+        let options = format!(
+            "{} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+            config.get_options().unwrap_or_default()
+        );
+        config.options(options.trim_start());
         // A connection drives its own runtime, which cannot start on a
         // thread already inside one (the registry is opened from async code).
         let migrated = std::thread::scope(|scope| {

@@ -8,13 +8,24 @@
 //! serves discovery.
 //!
 //! Devices belong to the guest that reported them first: a later discovery
-//! result of another loaded guest that names the same device id does not take
-//! it. The conflict is refused, logged with both guests' names and shown on
+//! result of another guest that names the same device id does not take it.
+//! The conflict is refused, logged with both guests' names and shown on
 //! `/guests`, and routing does not change. Device ids stay as the camera
 //! system spells them (no per-guest prefix), because the registry, its users
 //! and its posted jobs name devices by those ids; first-reporter ownership
-//! keeps them unambiguous without renaming them. A guest that is unloaded
-//! gives its devices up.
+//! keeps them unambiguous without renaming them.
+//!
+//! An owner is named by its file stem in the guests folder (`axis` for
+//! `axis.wasm`), which the operator chooses, not by its manifest's name,
+//! which the guest's author chooses: an upgrade that keeps the file name
+//! keeps the devices, and no manifest can name itself into another guest's
+//! devices. Ownership is decided before the per-guest cap
+//! (`max_discovered_devices`, per guest: one guest's list never cuts
+//! another's) and kept on disk ([`super::ownership`]), so a restart does not
+//! reopen the race. A guest that is unloaded keeps its devices: their jobs
+//! are released, naming the owner, until it is back or the operator releases
+//! them. Every job for a device is routed by its owner, even when a single
+//! guest serves the type.
 //!
 //! The folder is watched (`super::folder_watch`: file events where the file system
 //! has them, else a scan every 250 ms): a new or changed guest is loaded once
@@ -45,13 +56,14 @@ pub struct Catalog {
     source: Option<Arc<Source>>,
 }
 
-/// Which guest owns which device, which devices several guests claimed at
-/// once, and the claims refused.
+/// Which guest (by file stem) owns which device, which devices several
+/// guests claimed at once, the claims refused, and where owners are kept.
 #[derive(Default)]
 struct DeviceOwners {
     owners: HashMap<String, String>,
     contested: HashSet<String>,
     conflicts: VecDeque<DeviceConflict>,
+    record: Option<PathBuf>,
 }
 
 /// Conflicts kept for `/guests`.
@@ -64,9 +76,10 @@ const CONFLICTS_KEPT: usize = 100;
 pub struct DeviceConflict {
     /// The device id.
     pub device_id: String,
-    /// The guest that owns it; `None` when several claimed it at once.
+    /// The file stem of the guest that owns it (loaded or not); `None` when
+    /// several claimed it at once.
     pub owner: Option<String>,
-    /// The guest whose claim was refused.
+    /// The name of the guest whose claim was refused.
     pub claimant: String,
 }
 
@@ -75,7 +88,7 @@ impl std::fmt::Display for DeviceConflict {
         match &self.owner {
             Some(owner) => write!(
                 f,
-                "guest {} reported device {}, which guest {owner} reported first: refused, {owner} keeps it",
+                "guest {} reported device {}, which guest {owner} ({owner}.wasm) reported first: refused, {owner} keeps it",
                 self.claimant, self.device_id
             ),
             None => write!(
@@ -226,6 +239,9 @@ pub enum CatalogError {
     /// The folder cannot be read.
     #[error("cannot read the guests folder {0} (guests_dir): {1}")]
     Folder(String, std::io::Error),
+    /// The record of device owners cannot be read.
+    #[error("the device-owner record {0} {1}")]
+    Owners(String, String),
 }
 
 /// What a rescan did.
@@ -472,13 +488,26 @@ impl Catalog {
             .collect()
     }
 
+    /// The loaded guests with their file stems.
+    fn by_stem(&self) -> Vec<(String, Guest)> {
+        self.guests
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(stem, guest)| (stem.clone(), guest.clone()))
+            .collect()
+    }
+
     /// The guests that run `job`: all discovery guests for a discovery job;
-    /// otherwise one: the only guest serving the type, or the device's owner.
+    /// otherwise one: the device's owner whenever the device has one (even if
+    /// another guest alone serves the type), else the only guest serving the
+    /// type. A job for a device whose owner is not loaded, or does not serve
+    /// the type, is released with the owner's name.
     pub fn route(&self, job: &Job) -> Route {
-        let serving: Vec<Guest> = self
-            .guests()
+        let serving: Vec<(String, Guest)> = self
+            .by_stem()
             .into_iter()
-            .filter(|guest| guest.manifest().serves(job.job_type))
+            .filter(|(_, guest)| guest.manifest().serves(job.job_type))
             .collect();
         if serving.is_empty() {
             return Route::Nowhere(format!(
@@ -486,17 +515,20 @@ impl Catalog {
                 job.job_type
             ));
         }
-        if job.job_type == JobType::Discovery || serving.len() == 1 {
-            return Route::To(serving);
+        if job.job_type == JobType::Discovery {
+            return Route::To(serving.into_iter().map(|(_, guest)| guest).collect());
         }
         let names = || {
             serving
                 .iter()
-                .map(|guest| guest.manifest().name.clone())
+                .map(|(_, guest)| guest.manifest().name.clone())
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         let Some(device) = job.device_id.as_ref() else {
+            if serving.len() == 1 {
+                return Route::To(vec![serving[0].1.clone()]);
+            }
             return Route::Nowhere(format!(
                 "the job names no device, and several guests serve {} jobs ({})",
                 job.job_type,
@@ -510,110 +542,131 @@ impl Catalog {
                 table.contested.contains(device),
             )
         };
-        match owner.and_then(|name| serving.iter().find(|guest| guest.manifest().name == name)) {
-            Some(guest) => Route::To(vec![guest.clone()]),
-            None if contested => Route::Nowhere(format!(
-                "device {device} was reported by several guests at once; none of them gets its jobs until the operator removes one (see /guests)"
-            )),
-            None => Route::Nowhere(format!(
-                "no guest serving {} jobs ({}) has discovered device {device}: run a discovery job first",
-                job.job_type,
-                names()
-            )),
+        if let Some(owner) = owner {
+            return match serving.iter().find(|(stem, _)| *stem == owner) {
+                Some((_, guest)) => Route::To(vec![guest.clone()]),
+                None => {
+                    let loaded = self
+                        .guests
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .contains_key(&owner);
+                    let state = if loaded {
+                        format!("which does not serve {} jobs", job.job_type)
+                    } else {
+                        "which is not loaded now".to_string()
+                    };
+                    Route::Nowhere(format!(
+                        "device {device} belongs to guest {owner} ({owner}.wasm), {state}: no other guest gets its jobs (see /guests)"
+                    ))
+                }
+            };
         }
+        if contested {
+            return Route::Nowhere(format!(
+                "device {device} was reported by several guests at once; none of them gets its jobs until the operator releases it (see /guests)"
+            ));
+        }
+        if serving.len() == 1 {
+            return Route::To(vec![serving[0].1.clone()]);
+        }
+        Route::Nowhere(format!(
+            "no guest serving {} jobs ({}) has discovered device {device}: run a discovery job first",
+            job.job_type,
+            names()
+        ))
     }
 
     fn read_devices(&self) -> std::sync::RwLockReadGuard<'_, DeviceOwners> {
         self.devices.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records what one discovery job's guests found, and returns the merged
-    /// device list it reports: each device once, and only from its owner. A
-    /// device another loaded guest reported first stays that guest's; a new
-    /// device that several guests report in the same job goes to none of them
-    /// (its jobs are released until the operator removes one). Refused claims
-    /// are logged with both names and kept for `/guests`. Linear in the number
-    /// of devices.
+    /// Keeps the device owners of agent `agent_id` on disk, in the compile
+    /// cache folder (when the runtime has one the agent accepted as its own),
+    /// reading what an earlier run recorded. Returns the record's path;
+    /// `None` when owners are kept in memory only (no folder, or no cache).
+    pub fn keep_owners(&self, agent_id: &str) -> Result<Option<PathBuf>, CatalogError> {
+        let Some(source) = &self.source else {
+            return Ok(None);
+        };
+        let Some(cache) = source.runtime.cache_dir() else {
+            tracing::warn!(
+                "no compile cache folder: the owners of devices are kept in memory only, and a restart lets the first guest to report a device own it again"
+            );
+            return Ok(None);
+        };
+        let path = super::ownership::path_for(cache, agent_id, &source.dir);
+        let stored = super::ownership::read(&path)
+            .map_err(|why| CatalogError::Owners(path.display().to_string(), why))?;
+        let mut table = self.devices.write().unwrap_or_else(PoisonError::into_inner);
+        table.owners.extend(stored.owners);
+        table.contested.extend(stored.contested);
+        table.record = Some(path.clone());
+        tracing::info!(
+            "the owners of {} devices are kept in {}",
+            table.owners.len(),
+            path.display()
+        );
+        Ok(Some(path))
+    }
+
+    /// Records what one discovery job's guests found (by guest name), and
+    /// returns the merged device list it reports, each device once and only
+    /// from its owner, and how many devices were left out over the cap.
+    ///
+    /// In order: a device another guest owns (loaded or not) stays that
+    /// guest's, and the claim is refused; a new device that several guests
+    /// report in the same job goes to none of them (its jobs are released
+    /// until the operator releases it); then each guest's list is cut to
+    /// `cap` devices, its own: one guest's list never cuts another's. A
+    /// guest also never owns more than `cap` devices in all (new ones past
+    /// that are left out). Refused claims are logged with both names and
+    /// kept for `/guests`; new owners are written to the record. Linear in
+    /// the number of devices.
     pub fn claim_devices(
         &self,
         found: Vec<(String, Vec<DiscoveredDevice>)>,
-    ) -> Vec<DiscoveredDevice> {
-        let loaded: HashSet<String> = self
-            .guests()
-            .iter()
-            .map(|guest| guest.manifest().name.clone())
+        cap: usize,
+    ) -> (Vec<DiscoveredDevice>, usize) {
+        let stems: HashMap<String, String> = self
+            .by_stem()
+            .into_iter()
+            .map(|(stem, guest)| (guest.manifest().name.clone(), stem))
             .collect();
-        let mut reporters: HashMap<String, Vec<String>> = HashMap::new();
-        for (guest, devices) in &found {
-            for device in devices {
-                let names = reporters.entry(device.device_id.clone()).or_default();
-                if !names.contains(guest) {
-                    names.push(guest.clone());
-                }
-            }
-        }
+        // A guest unloaded since it ran claims nothing.
+        let found: Vec<(String, String, Vec<DiscoveredDevice>)> = found
+            .into_iter()
+            .filter_map(|(name, devices)| {
+                let stem = stems.get(&name)?.clone();
+                Some((name, stem, devices))
+            })
+            .collect();
         let mut table = self.devices.write().unwrap_or_else(PoisonError::into_inner);
-        let mut logged = 0usize;
-        let mut refuse = |table: &mut DeviceOwners, conflict: DeviceConflict| {
-            if logged < 3 {
-                tracing::warn!("{conflict}");
-            }
-            logged += 1;
-            if table.conflicts.len() == CONFLICTS_KEPT {
-                table.conflicts.pop_front();
-            }
-            table.conflicts.push_back(conflict);
-        };
-        let mut merged = Vec::new();
-        let mut reported = HashSet::new();
-        for (guest, devices) in found {
-            for device in devices {
-                let id = device.device_id.clone();
-                let owner = table
-                    .owners
-                    .get(&id)
-                    .filter(|owner| loaded.contains(*owner))
-                    .cloned();
-                let may_report = match owner {
-                    Some(owner) if owner == guest => true,
-                    Some(owner) => {
-                        refuse(
-                            &mut table,
-                            DeviceConflict {
-                                device_id: id.clone(),
-                                owner: Some(owner),
-                                claimant: guest.clone(),
-                            },
-                        );
-                        false
-                    }
-                    None if reporters[&id].len() > 1 => {
-                        table.contested.insert(id.clone());
-                        refuse(
-                            &mut table,
-                            DeviceConflict {
-                                device_id: id.clone(),
-                                owner: None,
-                                claimant: guest.clone(),
-                            },
-                        );
-                        false
-                    }
-                    None if table.contested.contains(&id) => false,
-                    None => {
-                        table.owners.insert(id.clone(), guest.clone());
-                        true
-                    }
-                };
-                if may_report && reported.insert(id) {
-                    merged.push(device);
-                }
-            }
+        let (merged, dropped, changed) = claim(&mut table, found, cap);
+        if changed
+            && let Some(path) = &table.record
+            && let Err(error) = super::ownership::write(path, &table.owners, &table.contested)
+        {
+            tracing::warn!(
+                "cannot write the device-owner record {}: {error}; the new owners hold until the agent restarts",
+                path.display()
+            );
         }
-        if logged > 3 {
-            tracing::warn!("{logged} device claims refused in this discovery (see /guests)");
+        (merged, dropped)
+    }
+
+    /// How many devices each guest owns, by file stem (loaded or not).
+    pub fn device_owners(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for owner in self.read_devices().owners.values() {
+            *counts.entry(owner.clone()).or_default() += 1;
         }
-        merged
+        counts
+    }
+
+    /// The owner (file stem) of `device`, if it has one.
+    pub fn owner_of(&self, device: &str) -> Option<String> {
+        self.read_devices().owners.get(device).cloned()
     }
 
     /// The device claims refused lately, newest last.
@@ -623,6 +676,11 @@ impl Catalog {
 
     /// The loaded guests as JSON (for the status port and `corral guests list`).
     pub fn describe(&self) -> serde_json::Value {
+        let record = self
+            .read_devices()
+            .record
+            .as_ref()
+            .map(|path| path.display().to_string());
         let guests: Vec<serde_json::Value> = self
             .guests
             .read()
@@ -647,9 +705,107 @@ impl Catalog {
             "guests": guests,
             "refused": self.refusals(),
             "deviceConflicts": self.device_conflicts(),
+            "deviceOwners": self.device_owners(),
+            "deviceOwnersFile": record,
             "watch": self.watch_mode().map(WatchMode::describe),
         })
     }
+}
+
+/// [`Catalog::claim_devices`] on `table`, with each guest's file stem
+/// (`(name, stem, devices)`): the merged list, how many devices were left out
+/// over the cap, and whether an owner or a contested device was added.
+fn claim(
+    table: &mut DeviceOwners,
+    found: Vec<(String, String, Vec<DiscoveredDevice>)>,
+    cap: usize,
+) -> (Vec<DiscoveredDevice>, usize, bool) {
+    let mut reporters: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (_, stem, devices) in &found {
+        for device in devices {
+            let stems = reporters.entry(device.device_id.as_str()).or_default();
+            if !stems.contains(&stem.as_str()) {
+                stems.push(stem);
+            }
+        }
+    }
+    let several: HashSet<String> = reporters
+        .into_iter()
+        .filter(|(_, stems)| stems.len() > 1)
+        .map(|(id, _)| id.to_string())
+        .collect();
+    let mut owned: HashMap<String, usize> = HashMap::new();
+    for owner in table.owners.values() {
+        *owned.entry(owner.clone()).or_default() += 1;
+    }
+    let mut logged = 0usize;
+    let mut refuse = |table: &mut DeviceOwners, conflict: DeviceConflict| {
+        if logged < 3 {
+            tracing::warn!("{conflict}");
+        }
+        logged += 1;
+        if table.conflicts.len() == CONFLICTS_KEPT {
+            table.conflicts.pop_front();
+        }
+        table.conflicts.push_back(conflict);
+    };
+    let mut changed = false;
+    let mut dropped = 0;
+    let mut merged = Vec::new();
+    for (guest, stem, devices) in found {
+        let mut listed = HashSet::new();
+        for device in devices {
+            let id = device.device_id.clone();
+            match table.owners.get(&id).cloned() {
+                Some(owner) if owner == stem => {}
+                Some(owner) => {
+                    refuse(
+                        table,
+                        DeviceConflict {
+                            device_id: id,
+                            owner: Some(owner),
+                            claimant: guest.clone(),
+                        },
+                    );
+                    continue;
+                }
+                None if several.contains(&id) => {
+                    changed |= table.contested.insert(id.clone());
+                    refuse(
+                        table,
+                        DeviceConflict {
+                            device_id: id,
+                            owner: None,
+                            claimant: guest.clone(),
+                        },
+                    );
+                    continue;
+                }
+                None if table.contested.contains(&id) => continue,
+                None => {}
+            }
+            if listed.contains(&id) {
+                continue;
+            }
+            let count = owned.entry(stem.clone()).or_default();
+            let new = !table.owners.contains_key(&id);
+            if listed.len() == cap || (new && *count >= cap) {
+                dropped += 1;
+                continue;
+            }
+            if new {
+                table.owners.insert(id.clone(), stem.clone());
+                *count += 1;
+                changed = true;
+            }
+            listed.insert(id);
+            merged.push(device);
+        }
+    }
+    if logged > 3 {
+        tracing::warn!("{logged} device claims refused in this discovery (see /guests)");
+    }
+    (merged, dropped, changed)
 }
 
 fn log_loaded(stem: &str, guest: &Guest) {
@@ -676,7 +832,7 @@ fn log_routing(guests: &BTreeMap<String, Guest>) {
         let rule = if job == JobType::Discovery {
             "every one of them runs each discovery job and the device lists are merged"
         } else {
-            "each job goes to the guest whose discovery reported its device; a job for a device none reported is released"
+            "each job goes to the guest that owns its device (reported it first); a job for a device none owns is released"
         };
         tracing::info!(
             "{} guests serve {job} jobs ({}): {rule}",
@@ -699,4 +855,87 @@ fn wasm_stems(dir: &Path) -> std::io::Result<Vec<String>> {
         .collect();
     stems.sort();
     Ok(stems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn devices(guest: &str, ids: &[&str]) -> (String, String, Vec<DiscoveredDevice>) {
+        let list = ids
+            .iter()
+            .map(|id| {
+                serde_json::from_value(serde_json::json!({
+                    "deviceId": id, "name": "n", "manufacturer": "m", "model": "x", "capabilities": []
+                }))
+                .expect("a device")
+            })
+            .collect();
+        (format!("{guest} name"), guest.to_string(), list)
+    }
+
+    fn ids(devices: &[DiscoveredDevice]) -> Vec<&str> {
+        devices
+            .iter()
+            .map(|device| device.device_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn the_cap_is_per_guest_and_applies_after_ownership() {
+        let mut table = DeviceOwners::default();
+        let (merged, dropped, changed) = claim(
+            &mut table,
+            vec![devices("vms", &["a", "b"]), devices("other", &["x"])],
+            2,
+        );
+        assert_eq!(
+            (ids(&merged), dropped, changed),
+            (vec!["a", "b", "x"], 0, true)
+        );
+        // A flood listing the victim's devices first, then its own, over the cap.
+        let (merged, dropped, _) = claim(
+            &mut table,
+            vec![
+                devices("flood", &["a", "b", "f1", "f2", "f3"]),
+                devices("vms", &["a", "b"]),
+            ],
+            2,
+        );
+        assert_eq!((ids(&merged), dropped), (vec!["f1", "f2", "a", "b"], 1));
+        assert_eq!(table.owners["a"], "vms");
+        assert_eq!(table.conflicts.len(), 2);
+        assert!(
+            table
+                .conflicts
+                .iter()
+                .all(|c| c.owner.as_deref() == Some("vms"))
+        );
+        // A guest never owns more than the cap in all.
+        let (merged, dropped, changed) = claim(&mut table, vec![devices("flood", &["f4"])], 2);
+        assert_eq!((ids(&merged), dropped, changed), (vec![], 1, false));
+    }
+
+    #[test]
+    fn an_owner_keeps_its_devices_when_it_is_not_loaded() {
+        let mut table = DeviceOwners::default();
+        table.owners.insert("a".into(), "gone".into());
+        let (merged, _, changed) = claim(&mut table, vec![devices("new", &["a", "n"])], 10);
+        assert_eq!((ids(&merged), changed), (vec!["n"], true));
+        assert_eq!(table.owners["a"], "gone");
+    }
+
+    #[test]
+    fn a_device_several_guests_report_at_once_goes_to_none() {
+        let mut table = DeviceOwners::default();
+        let (merged, _, _) = claim(
+            &mut table,
+            vec![devices("one", &["a", "b"]), devices("two", &["a"])],
+            10,
+        );
+        assert_eq!(ids(&merged), vec!["b"]);
+        assert!(table.contested.contains("a") && !table.owners.contains_key("a"));
+        let (merged, _, _) = claim(&mut table, vec![devices("one", &["a"])], 10);
+        assert!(merged.is_empty());
+    }
 }

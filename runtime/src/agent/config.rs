@@ -16,23 +16,31 @@
 //! # shutdown_grace_secs = 30         # how long running jobs may finish on SIGTERM
 //! # blocks_in_flight = 4             # upload blocks in flight per file
 //! # min_poll_interval_secs = 0.25    # the shortest wait between two polls (unless the last filled every free slot)
-//! # max_discovered_devices = 250000  # devices one discovery job may report
+//! # max_discovered_devices = 250000  # devices one guest may report in a discovery job (and own)
 //! # cache_dir = "~/.cache/corral/guests"  # compiled guests: a folder of the agent's own, never the guests folder
 //! # [max_jobs_per_type]
 //! # mediarequest = 2
 //!
 //! [secrets.camera-sim]               # where each camera secret may be sent
 //! origins = ["http://127.0.0.1:8081"]
+//! # methods = ["GET", "HEAD"]        # the methods it may be sent with (the default)
+//! # guests = ["http-vms"]            # the guests that may ask for it (default: any loaded guest)
+//! # tls_ca = "vms-ca.pem"            # for https: a CA its requests trust, besides the system's roots
 //!
 //! [policy]                           # bounds on every manifest: see `corral::policy`
 //! folders = ["/srv/exports"]
 //! max_wall_secs = 3600
+//! # local_grants = ["127.0.0.1:6379"] # IP grants to loopback, this machine, metadata, link-local...
 //! ```
 //!
 //! Camera credentials' values come from the environment:
 //! `CORRAL_SECRET_<NAME>=user:password`. A manifest may only ask for a secret
 //! by name on a grant; the host adds it only to origins listed here (`*.`
-//! wildcards allowed). Relative paths are relative to the config file's folder.
+//! wildcards allowed), and a grant asking for it with another method, or
+//! from a guest not listed, is refused at load. An origin listed here is
+//! also one the operator means: an IP grant of it may reach this machine
+//! (see `corral::policy`). Relative paths are relative to the config file's
+//! folder.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,10 +49,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::manifest::parse_methods;
 use crate::origin::OriginPattern;
 use crate::policy::{OperatorPolicy, RawPolicy};
 use crate::protocol::JobType;
-use crate::secrets::Secrets;
+use crate::secrets::{SecretBinding, Secrets};
 
 /// Why a config was refused.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +98,9 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawSecret {
     origins: Vec<String>,
+    methods: Option<Vec<String>>,
+    guests: Option<Vec<String>>,
+    tls_ca: Option<PathBuf>,
 }
 
 fn default_max_jobs() -> usize {
@@ -137,7 +149,7 @@ pub struct AgentConfig {
     /// Shortest wait between two polls, unless the last one filled every
     /// free slot (a queue is waiting).
     pub min_poll_interval: Duration,
-    /// Devices one discovery job may report (all guests together).
+    /// Devices one guest may report in a discovery job, and own in all.
     pub max_discovered_devices: usize,
     /// Where to serve /healthz and /metrics.
     pub status_listen: Option<SocketAddr>,
@@ -153,8 +165,9 @@ pub struct AgentConfig {
     pub blocks_in_flight: usize,
     /// Where compiled guests are cached.
     pub cache_dir: PathBuf,
-    /// The origins each secret may be sent to, by secret name.
-    pub secret_origins: BTreeMap<String, Vec<OriginPattern>>,
+    /// Where each secret may be sent (origins, methods, guests, CA), by
+    /// secret name.
+    pub secret_bindings: BTreeMap<String, SecretBinding>,
     /// The operator's bounds on every manifest, protecting the agent's own files.
     pub policy: OperatorPolicy,
 }
@@ -209,7 +222,7 @@ impl AgentConfig {
             })?;
             per_type.insert(job, limit);
         }
-        let mut secret_origins = BTreeMap::new();
+        let mut secret_bindings = BTreeMap::new();
         for (name, secret) in raw.secrets {
             let origins = secret
                 .origins
@@ -219,7 +232,35 @@ impl AgentConfig {
                         .map_err(|why| fail(format!("secrets.{name}.origins: {why}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            secret_origins.insert(name, origins);
+            let mut binding = SecretBinding::to(&origins);
+            if let Some(methods) = &secret.methods {
+                binding.methods = parse_methods(&format!("secrets.{name}"), methods)
+                    .map_err(|why| fail(why.replacen("http grant ", "", 1)))?;
+                if binding.methods.iter().any(|method| method == "TRACE") {
+                    return Err(fail(format!(
+                        "secrets.{name}.methods: a secret is never sent with TRACE (it reflects the request, credentials included)"
+                    )));
+                }
+            }
+            if let Some(guests) = secret.guests {
+                if guests.is_empty() {
+                    return Err(fail(format!(
+                        "secrets.{name}.guests is empty: no guest could ask for it (remove the key for any guest)"
+                    )));
+                }
+                binding.guests = Some(guests);
+            }
+            if let Some(ca) = secret.tls_ca {
+                let ca = resolve(ca);
+                if !ca.is_file() {
+                    return Err(fail(format!(
+                        "secrets.{name}.tls_ca: {} is not a PEM file here",
+                        ca.display()
+                    )));
+                }
+                binding.tls_ca = Some(ca);
+            }
+            secret_bindings.insert(name, binding);
         }
         let guests_dir = resolve(raw.guests_dir);
         let policy = raw.policy.resolve(base).map_err(fail)?;
@@ -238,7 +279,7 @@ impl AgentConfig {
         ];
         Ok(AgentConfig {
             policy: policy.protecting(protected.into_iter().flatten()),
-            secret_origins,
+            secret_bindings,
             connection_file,
             cache_dir,
             ca_file,
@@ -257,17 +298,18 @@ impl AgentConfig {
         })
     }
 
-    /// Binds each secret of `secrets` to the origins this config lists for it.
+    /// Binds each secret of `secrets` as this config says (origins, methods,
+    /// guests, CA).
     pub fn bind_secrets(&self, secrets: &mut Secrets) {
-        for (name, origins) in &self.secret_origins {
-            secrets.bind(name, origins);
+        for (name, binding) in &self.secret_bindings {
+            secrets.bind_with(name, binding.clone());
         }
     }
 
     /// A config for an agent set up in code (the demo, tests).
     pub fn new(agent_id: &str, connection_file: PathBuf, guests_dir: PathBuf) -> AgentConfig {
         AgentConfig {
-            secret_origins: BTreeMap::new(),
+            secret_bindings: BTreeMap::new(),
             policy: OperatorPolicy::default().protecting([
                 connection_file.clone(),
                 guests_dir.clone(),
@@ -314,7 +356,36 @@ mod tests {
         assert_eq!(config.max_jobs, 4);
         assert!(config.connection_file.is_absolute());
         assert_eq!(config.max_jobs_per_type[&JobType::MediaRequest], 2);
-        assert_eq!(config.secret_origins["camera-sim"].len(), 2);
+        assert_eq!(config.secret_bindings["camera-sim"].origins.len(), 2);
+        assert_eq!(
+            config.secret_bindings["camera-sim"].methods,
+            ["GET", "HEAD"]
+        );
+        assert_eq!(config.secret_bindings["camera-sim"].guests, None);
+    }
+
+    #[test]
+    fn a_secret_binding_names_its_methods_guests_and_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vms-ca.pem"), "").unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "connection_file = \"c.json\"\nguests_dir = \"g\"\n[secrets.vms]\norigins = [\"https://vms.lan\"]\n\
+             methods = [\"get\", \"POST\"]\nguests = [\"http-vms\"]\ntls_ca = \"vms-ca.pem\"\n\
+             [policy]\nlocal_grants = [\"http://127.0.0.1:8081\", \"127.0.0.1:6379\"]\n",
+        )
+        .unwrap();
+        let config = AgentConfig::load(&path).unwrap();
+        let binding = &config.secret_bindings["vms"];
+        assert_eq!(binding.methods, ["GET", "POST"]);
+        assert_eq!(
+            binding.guests.as_deref(),
+            Some(&["http-vms".to_string()][..])
+        );
+        assert_eq!(binding.tls_ca, Some(dir.path().join("vms-ca.pem")));
+        assert_eq!(config.policy.local_tcp, ["127.0.0.1:6379".parse().unwrap()]);
+        assert_eq!(config.policy.local_origins.len(), 1);
     }
 
     #[test]
@@ -338,6 +409,26 @@ mod tests {
                 "policy.folders",
             ),
             ("[policy]\nmax_jobs = 1\n", "unknown field"),
+            (
+                "[secrets.cams]\norigins = [\"http://10.0.0.5\"]\nmethods = [\"GET\", \"TRACE\"]\n",
+                "secrets.cams.methods",
+            ),
+            (
+                "[secrets.cams]\norigins = [\"http://10.0.0.5\"]\nmethods = [\"CONNECT\"]\n",
+                "CONNECT",
+            ),
+            (
+                "[secrets.cams]\norigins = [\"http://10.0.0.5\"]\nguests = []\n",
+                "secrets.cams.guests",
+            ),
+            (
+                "[secrets.cams]\norigins = [\"https://10.0.0.5\"]\ntls_ca = \"nope.pem\"\n",
+                "secrets.cams.tls_ca",
+            ),
+            (
+                "[policy]\nlocal_grants = [\"http://localhost:8081\"]\n",
+                "policy.local_grants",
+            ),
             (
                 "poll_interval_secs = 1\nmin_poll_interval_secs = 2\n",
                 "min_poll_interval_secs",

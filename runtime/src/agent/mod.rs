@@ -21,6 +21,7 @@ pub mod folder_watch;
 pub mod lease;
 pub mod metrics;
 pub mod outcome;
+pub mod ownership;
 pub mod runner;
 pub mod status;
 
@@ -176,6 +177,7 @@ impl Agent {
                 file.principal_id
             );
         }
+        catalog.keep_owners(&agent_id)?;
         let client = RegistryClient::from_connection_file(
             &file,
             &agent_id,

@@ -22,8 +22,7 @@ use crate::client::retry::RetryPolicy;
 use crate::client::{JobUploads, RegistryError};
 use crate::guest::{Guest, JobEnv, JobOutcome, JobReport};
 use crate::protocol::{
-    CompletionState, DiscoveredDevice, DiscoveryResult, FileKind, Job, JobType, LockGranted,
-    format_rfc3339,
+    CompletionState, DiscoveryResult, FileKind, Job, JobType, LockGranted, format_rfc3339,
 };
 use crate::sandbox::progress::{self, Progress};
 use crate::sink::{NullSink, OutputSink, OutputSpec, store_whole};
@@ -284,9 +283,9 @@ async fn discover(
     let catalog = ctx.catalog.clone();
     let cap = ctx.config.max_discovered_devices;
     let merged = tokio::task::spawn_blocking(move || {
-        let (found, dropped) = keep_at_most(found, cap);
-        // Each device once, and only from the guest that owns it.
-        let devices = catalog.claim_devices(found);
+        // Each device once, and only from the guest that owns it; each
+        // guest's list cut to the cap after ownership is decided.
+        let (devices, dropped) = catalog.claim_devices(found, cap);
         let json = DiscoveryResult {
             devices: devices.clone(),
         }
@@ -322,7 +321,7 @@ async fn discover(
     if dropped > 0 {
         tracing::warn!(
             job = job.job_id,
-            "the discovery reported {dropped} devices over max_discovered_devices = {cap}: they were left out"
+            "the discovery reported {dropped} devices over max_discovered_devices = {cap} (per guest): they were left out"
         );
     }
     let outcome = if failures.is_empty() && dropped == 0 {
@@ -342,27 +341,6 @@ async fn discover(
         JobOutcome::PartiallyCompleted
     };
     work(outcome, stored.length)
-}
-
-/// The guests' device lists, cut so that together they hold at most `cap`
-/// devices (the first guests' first devices are kept); and how many were cut.
-fn keep_at_most(
-    found: Vec<(String, Vec<DiscoveredDevice>)>,
-    cap: usize,
-) -> (Vec<(String, Vec<DiscoveredDevice>)>, usize) {
-    let mut room = cap;
-    let mut dropped = 0;
-    let kept = found
-        .into_iter()
-        .map(|(guest, mut devices)| {
-            let keep = devices.len().min(room);
-            dropped += devices.len() - keep;
-            devices.truncate(keep);
-            room -= keep;
-            (guest, devices)
-        })
-        .collect();
-    (kept, dropped)
 }
 
 /// Ends the job as `ending` says; if the registry does not take a complete or
@@ -534,31 +512,5 @@ fn outcome_text(outcome: &JobOutcome) -> String {
         | JobOutcome::Unsupported(message)
         | JobOutcome::Unavailable(message) => message.clone(),
         _ => String::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn devices(guest: &str, count: usize) -> (String, Vec<DiscoveredDevice>) {
-        let list = (0..count)
-            .map(|i| {
-                serde_json::from_value(serde_json::json!({
-                    "deviceId": format!("{guest}-{i}"), "name": "n", "manufacturer": "m", "model": "x", "capabilities": []
-                }))
-                    .expect("a device")
-            })
-            .collect();
-        (guest.to_string(), list)
-    }
-
-    #[test]
-    fn a_discovery_over_the_cap_keeps_the_first_devices_and_counts_the_rest() {
-        let (kept, dropped) = keep_at_most(vec![devices("a", 3), devices("b", 4)], 5);
-        let counts: Vec<usize> = kept.iter().map(|(_, list)| list.len()).collect();
-        assert_eq!((counts, dropped), (vec![3, 2], 2));
-        let (kept, dropped) = keep_at_most(vec![devices("a", 3)], 5);
-        assert_eq!((kept[0].1.len(), dropped), (3, 0));
     }
 }

@@ -113,9 +113,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     config.bind_secrets(&mut secrets);
                     (secrets, config.policy, config.cache_dir, true)
                 }
+                // Without a config the author is the operator: secrets bound
+                // and IP grants allowed as asked (the agent's config decides).
                 None => (
                     stand_in_secrets(&manifest),
-                    OperatorPolicy::default(),
+                    OperatorPolicy::default().allowing_local_grants(&manifest),
                     corral::cache::default_dir(),
                     false,
                 ),

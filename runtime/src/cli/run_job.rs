@@ -90,7 +90,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     secrets.bind_as_asked(&manifest.http);
     let secrets = Arc::new(secrets);
     let folders = manifest.folders.iter().map(|(host, _)| host.clone());
-    let policy = corral::policy::OperatorPolicy::default().allowing_folders(folders);
+    // Likewise its IP grants of this machine (the agent needs the operator's
+    // `[policy] local_grants` or a secret bound there).
+    let policy = corral::policy::OperatorPolicy::default()
+        .allowing_folders(folders)
+        .allowing_local_grants(&manifest);
     let mut runtime = Runtime::new(RuntimeConfig { max_instances: 2 })?
         .with_secrets(secrets.clone())
         .with_policy(Arc::new(policy));

@@ -14,7 +14,7 @@ use josekit::jwt::{self, JwtPayload};
 use tokio::sync::Mutex;
 
 use super::connection::ConnectionFile;
-use super::http::HttpClient;
+use super::http::{HttpClient, Wait};
 use super::nodes::Nodes;
 use super::{RegistryError, uuid_v4};
 use crate::protocol::{CLIENT_CREDENTIALS_GRANT, JWT_BEARER_GRANT, OAuthError, TokenAnswer};
@@ -170,7 +170,7 @@ impl TokenSource {
                 RegistryError::invalid(format!("token endpoint {endpoint}: {error}"))
             })?;
         let what = format!("token request to {endpoint}");
-        let reply = match self.http.send(&what, request).await {
+        let reply = match self.http.send(&what, request, Wait::Brief).await {
             Ok(reply) => reply,
             Err(RegistryError::Rejected { message, .. } | RegistryError::Unauthorized(message)) => {
                 return Err(RegistryError::Unauthorized(message));

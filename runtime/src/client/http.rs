@@ -1,7 +1,7 @@
 //! HTTP(S) to the registry and its token service: rustls with the system's
 //! roots (plus an optional extra CA for on-premise registries), a connect
-//! timeout and a timeout per call, pooled connections; answers sorted into
-//! [`RegistryError`]s.
+//! timeout and a wait for each call's answer ([`Wait`]), pooled connections;
+//! answers sorted into [`RegistryError`]s.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,12 +22,35 @@ use crate::protocol::ErrorBody;
 /// Largest answer body read (answers are small JSON documents).
 const MAX_ANSWER: usize = 16 << 20;
 
+/// How long a call waits for its whole answer before it counts as a node
+/// that does not answer (and, with several nodes, moves to the next).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// A call with a small body (token, poll, lock, renew, progress,
+    /// Initialize, job endings): 10 s. A node that accepts connections but
+    /// stops answering (a hung process) is left well before a third of a
+    /// default 60 s lease, when renewals begin, runs out.
+    Brief,
+    /// A 4 MiB block, or a file's commit, which the registry answers only
+    /// after it has read and checked every block: 60 s.
+    Bulk,
+}
+
+impl Wait {
+    /// The wait itself.
+    pub const fn duration(self) -> Duration {
+        match self {
+            Wait::Brief => Duration::from_secs(10),
+            Wait::Bulk => Duration::from_secs(60),
+        }
+    }
+}
+
 /// A pooled HTTP(S) client.
 #[derive(Clone)]
 pub struct HttpClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     connector: HttpsConnector<HttpConnector>,
-    timeout: Duration,
 }
 
 fn pooled(
@@ -87,7 +110,6 @@ impl HttpClient {
         Ok(HttpClient {
             client: pooled(connector.clone()),
             connector,
-            timeout: Duration::from_secs(60),
         })
     }
 
@@ -97,17 +119,18 @@ impl HttpClient {
         HttpClient {
             client: pooled(self.connector.clone()),
             connector: self.connector.clone(),
-            timeout: self.timeout,
         }
     }
 
     /// Sends `request`; a 2xx comes back as a [`Reply`], anything else as the
-    /// [`RegistryError`] that says what to do next. `what` names the call in
+    /// [`RegistryError`] that says what to do next; no whole answer within
+    /// `wait` is a node that does not answer. `what` names the call in
     /// messages (never the token).
     pub async fn send(
         &self,
         what: &str,
         request: Request<Full<Bytes>>,
+        wait: Wait,
     ) -> Result<Reply, RegistryError> {
         let exchange = async {
             let response = self.client.request(request).await.map_err(|error| {
@@ -133,11 +156,11 @@ impl HttpClient {
                 .to_bytes();
             Ok::<_, RegistryError>((status, retry_after, body))
         };
-        let (status, retry_after, body) = tokio::time::timeout(self.timeout, exchange)
+        let (status, retry_after, body) = tokio::time::timeout(wait.duration(), exchange)
             .await
             .map_err(|_| {
-                RegistryError::transient(format!("{what}: {NO_ANSWER} {:?}", self.timeout))
-            })??;
+            RegistryError::transient(format!("{what}: {NO_ANSWER} {:?}", wait.duration()))
+        })??;
         if status.is_success() {
             return Ok(Reply { status, body });
         }

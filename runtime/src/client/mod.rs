@@ -36,7 +36,7 @@ use self::connection::ConnectionFile;
 pub use self::error::RegistryError;
 pub use self::faults::JobFaults;
 use self::health::RegistryHealth;
-use self::http::HttpClient;
+use self::http::{HttpClient, Wait};
 use self::nodes::Nodes;
 use self::retry::RetryPolicy;
 pub use self::uploads::JobUploads;
@@ -267,7 +267,9 @@ impl RegistryClient {
         max: Option<usize>,
     ) -> Result<Vec<Polled>, RegistryError> {
         let path = protocol::jobs_path(&self.inner.agent_id, types, max);
-        let body = self.call(Method::GET, &path, JSON, Bytes::new()).await?;
+        let body = self
+            .call(Method::GET, &path, JSON, Bytes::new(), Wait::Brief)
+            .await?;
         let list: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|error| {
             RegistryError::invalid(format!(
                 "GET {path}: the answer is not a list of jobs: {error}"
@@ -375,7 +377,9 @@ impl RegistryClient {
     ) -> Result<InitializedFile, RegistryError> {
         let path = protocol::initialize_path(job_id, kind);
         let body = serde_json::to_vec(request).expect("request bodies serialize");
-        let answer = self.call(Method::POST, &path, JSON, body.into()).await?;
+        let answer = self
+            .call(Method::POST, &path, JSON, body.into(), Wait::Brief)
+            .await?;
         serde_json::from_slice(&answer).map_err(|error| {
             RegistryError::invalid(format!("POST {path}: unexpected answer: {error}"))
         })
@@ -389,7 +393,9 @@ impl RegistryClient {
         block: Bytes,
     ) -> Result<(), RegistryError> {
         let path = protocol::block_path(file_id, block_id);
-        self.call(Method::PUT, &path, OCTETS, block).await.map(drop)
+        self.call(Method::PUT, &path, OCTETS, block, Wait::Bulk)
+            .await
+            .map(drop)
     }
 
     /// Commits a file.
@@ -400,7 +406,7 @@ impl RegistryClient {
     ) -> Result<(), RegistryError> {
         let path = protocol::complete_file_path(file_id);
         let body = serde_json::to_vec(request).expect("request bodies serialize");
-        self.call(Method::POST, &path, JSON, body.into())
+        self.call(Method::POST, &path, JSON, body.into(), Wait::Bulk)
             .await
             .map(drop)
     }
@@ -413,7 +419,9 @@ impl RegistryClient {
     ) -> Result<A, RegistryError> {
         let path = protocol::job_call_path(job_id, call);
         let body = serde_json::to_vec(request).expect("request bodies serialize");
-        let answer = self.call(call.method(), &path, JSON, body.into()).await?;
+        let answer = self
+            .call(call.method(), &path, JSON, body.into(), Wait::Brief)
+            .await?;
         serde_json::from_slice(&answer)
             .map_err(|error| RegistryError::invalid(format!("{path}: unexpected answer: {error}")))
     }
@@ -426,7 +434,7 @@ impl RegistryClient {
     ) -> Result<(), RegistryError> {
         let path = protocol::job_call_path(job_id, call);
         let body = serde_json::to_vec(request).expect("request bodies serialize");
-        self.call(call.method(), &path, JSON, body.into())
+        self.call(call.method(), &path, JSON, body.into(), Wait::Brief)
             .await
             .map(drop)
     }
@@ -439,6 +447,7 @@ impl RegistryClient {
         path: &str,
         content_type: &'static str,
         body: Bytes,
+        wait: Wait,
     ) -> Result<Bytes, RegistryError> {
         let what = format!("{method} {path}");
         let attempt = || async {
@@ -448,10 +457,15 @@ impl RegistryClient {
                     Ok(token) => token,
                     Err(error) => break Err(error),
                 };
-                match self
-                    .send(&what, &method, path, content_type, body.clone(), &token)
-                    .await
-                {
+                let call = OneCall {
+                    what: &what,
+                    method: &method,
+                    path,
+                    content_type,
+                    body: body.clone(),
+                    wait,
+                };
+                match self.send(call, &token).await {
                     Err(RegistryError::Unauthorized(_)) if !refreshed => {
                         self.inner.tokens.invalidate(&token).await;
                         refreshed = true;
@@ -465,15 +479,16 @@ impl RegistryClient {
         self.retry.run(&what, attempt).await
     }
 
-    async fn send(
-        &self,
-        what: &str,
-        method: &Method,
-        path: &str,
-        content_type: &'static str,
-        body: Bytes,
-        token: &str,
-    ) -> Result<Bytes, RegistryError> {
+    /// One attempt of `call` with `token`, to the current node.
+    async fn send(&self, call: OneCall<'_>, token: &str) -> Result<Bytes, RegistryError> {
+        let OneCall {
+            what,
+            method,
+            path,
+            content_type,
+            body,
+            wait,
+        } = call;
         let mut authorization =
             HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                 RegistryError::Unauthorized("the token is not a valid header value".into())
@@ -487,12 +502,34 @@ impl RegistryClient {
             .header(CONTENT_TYPE, content_type)
             .body(Full::new(body))
             .map_err(|error| RegistryError::invalid(format!("{what}: {error}")))?;
-        let sent = self.inner.http.send(what, request).await;
+        // A node that another call found silent is left at once: this call
+        // does not sit out its own wait there (a block's is 60 s).
+        let left = self.inner.nodes.left(node);
+        let sent = tokio::select! {
+            sent = self.inner.http.send(what, request, wait) => sent,
+            () = left => {
+                return Err(RegistryError::transient(format!(
+                    "{what}: registry node {base} was left (another call found it silent); \
+                     retrying on the next"
+                )));
+            }
+        };
         if let Err(error) = &sent {
             self.inner.nodes.failed(node, error);
         }
         sent.map(|reply| reply.body)
     }
+}
+
+/// What one attempt of a registry call sends.
+struct OneCall<'a> {
+    /// The call's name in messages (`METHOD path`).
+    what: &'a str,
+    method: &'a Method,
+    path: &'a str,
+    content_type: &'static str,
+    body: Bytes,
+    wait: Wait,
 }
 
 #[cfg(test)]

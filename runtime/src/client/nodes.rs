@@ -5,8 +5,13 @@
 //! becomes current and the caller's retry goes there. Which calls may be
 //! retried at all is the retry policy's business, exactly as with one node
 //! (PROTOCOL.md: the lock's `requestId`, the idempotent repeats).
+//!
+//! A call that may wait long for its answer (a block, a commit) does not sit
+//! out its whole wait on a node that another call has meanwhile found
+//! silent: [`Nodes::left`] ends as soon as the node it names is left, and
+//! the call is retried on the next one.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::watch;
 
 use super::RegistryError;
 
@@ -14,7 +19,8 @@ use super::RegistryError;
 #[derive(Debug)]
 pub struct Nodes {
     urls: Vec<String>,
-    current: AtomicUsize,
+    /// The current node's index; its receivers are [`Nodes::left`]'s.
+    current: watch::Sender<usize>,
 }
 
 impl Nodes {
@@ -27,7 +33,7 @@ impl Nodes {
         assert!(!urls.is_empty(), "a registry has at least one node");
         Nodes {
             urls,
-            current: AtomicUsize::new(0),
+            current: watch::Sender::new(0),
         }
     }
 
@@ -38,7 +44,7 @@ impl Nodes {
 
     /// The current node: its index (for [`Nodes::failed`]) and base URL.
     pub fn current(&self) -> (usize, &str) {
-        let index = self.current.load(Ordering::Relaxed) % self.urls.len();
+        let index = *self.current.borrow();
         (index, &self.urls[index])
     }
 
@@ -50,10 +56,13 @@ impl Nodes {
             return false;
         }
         let next = (index + 1) % self.urls.len();
-        let moved = self
-            .current
-            .compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok();
+        let moved = self.current.send_if_modified(|current| {
+            let moves = *current == index;
+            if moves {
+                *current = next;
+            }
+            moves
+        });
         if moved {
             tracing::warn!(
                 "registry node {} does not answer ({error}); moving to {}",
@@ -62,6 +71,19 @@ impl Nodes {
             );
         }
         moved
+    }
+
+    /// Ends once node `index` is no longer current (never, while it is).
+    /// Take it before the call starts, so that a move during the call is
+    /// not missed.
+    pub fn left(&self, index: usize) -> impl Future<Output = ()> + use<> {
+        let mut current = self.current.subscribe();
+        async move {
+            if current.wait_for(|current| *current != index).await.is_err() {
+                // The nodes are gone, and with them the client: no move comes.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
@@ -95,5 +117,22 @@ mod tests {
             RegistryError::transient(format!("GET /y: {} 60s", super::super::http::NO_ANSWER));
         assert!(nodes.failed(1, &timeout));
         assert_eq!(nodes.current(), (0, "http://a"));
+    }
+
+    #[tokio::test]
+    async fn a_long_call_learns_that_its_node_was_left() {
+        let nodes = Nodes::new(&["http://a".into(), "http://b".into()]);
+        let left = nodes.left(0);
+        let still = nodes.left(1);
+        let refused = RegistryError::Unreachable("connection refused".into());
+        assert!(nodes.failed(0, &refused));
+        tokio::time::timeout(std::time::Duration::from_secs(5), left)
+            .await
+            .expect("the call on node 0 hears that it was left");
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), still).await;
+        assert!(
+            waited.is_err(),
+            "the call on node 1, the current one, goes on"
+        );
     }
 }

@@ -27,13 +27,27 @@ use tokio::sync::Semaphore;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::address;
-use super::ledger::Ledger;
+use super::ledger::{Held, Ledger};
 use super::limits::LimitExceeded;
 use super::reflection::{GuardedBody, Needles};
 use super::resolver::{self, LookupPermit, Resolver};
 use crate::manifest::{Caps, HttpGrant};
 use crate::origin::host_matches;
 use crate::secrets::{Credential, Secrets};
+
+/// The chunk size of a request body the guest writes, and how many chunks
+/// wasmtime-wasi-http queues per body (one more than it is told): a body
+/// written and never sent holds at most [`OUTGOING_BODY_BYTES`].
+const OUTGOING_CHUNK: usize = 64 << 10;
+/// The host memory one outgoing body may hold (its queued chunks).
+const OUTGOING_BODY_BYTES: u64 = 2 * OUTGOING_CHUNK as u64;
+/// Largest buffer hyper reads an answer into (the status line and headers
+/// must fit in it; body bytes pass through it in frames of at most this).
+const READ_BUFFER: usize = 256 << 10;
+/// What one request in flight holds on the host until its connection closes,
+/// charged to the job's memory: hyper's read buffer, the answer's parsed
+/// headers (at most as large), and the request body's queue.
+const CONNECTION_BYTES: u64 = 2 * READ_BUFFER as u64 + OUTGOING_BODY_BYTES;
 
 /// Why the policy refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +80,17 @@ pub enum Denied {
         /// What the address is.
         why: &'static str,
     },
+    /// An IP grant of an address a name never reaches (loopback, this
+    /// machine, metadata, ...) that the operator did not name at load.
+    #[error(
+        "{origin} is {why}: the operator has not allowed this grant ([policy] local_grants in agent.toml)"
+    )]
+    LocalNotAllowed {
+        /// The grant's origin.
+        origin: String,
+        /// What the address is.
+        why: &'static str,
+    },
     /// An IP grant, and the address is another one (or another port).
     #[error("{origin} is granted, not {addr}")]
     OtherAddress {
@@ -73,6 +98,19 @@ pub enum Denied {
         origin: String,
         /// The address asked for.
         addr: SocketAddr,
+    },
+    /// The answer to a request with credentials came in a coding the
+    /// reflection search cannot read (compressed): refused unread.
+    #[error(
+        "the answer from {origin} to a request carrying secret `{secret}` came with coding `{coding}`, which the host cannot search for the credentials (it asked for identity): refused"
+    )]
+    UnreadableAnswer {
+        /// The request's origin.
+        origin: String,
+        /// The secret's name.
+        secret: String,
+        /// The coding the answer named.
+        coding: String,
     },
     /// The answer carried the credentials the host added.
     #[error(
@@ -90,9 +128,9 @@ impl Denied {
     /// The `wasi:http` error code the guest sees.
     fn code(&self) -> wasmtime_wasi_http::Error {
         match self {
-            Denied::AddressProhibited { .. } | Denied::OtherAddress { .. } => {
-                wasmtime_wasi_http::Error::DestinationIpProhibited
-            }
+            Denied::AddressProhibited { .. }
+            | Denied::OtherAddress { .. }
+            | Denied::LocalNotAllowed { .. } => wasmtime_wasi_http::Error::DestinationIpProhibited,
             _ => wasmtime_wasi_http::Error::HttpRequestDenied,
         }
     }
@@ -215,8 +253,16 @@ impl OutboundPolicy {
             return Err(other());
         }
         match grant.host.parse::<IpAddr>() {
-            // An IP literal grant allows exactly that address: the operator's choice.
-            Ok(ip) if ip == addr.ip() => Ok(()),
+            // An IP literal grant allows exactly that address; one a name
+            // never reaches only if the operator named the grant at load
+            // (`[policy] local_grants`, or a secret bound to it).
+            Ok(ip) if ip == addr.ip() => match address::refused_for_name(ip) {
+                Some(why) if !grant.local_allowed => Err(Denied::LocalNotAllowed {
+                    origin: grant.origin(),
+                    why,
+                }),
+                _ => Ok(()),
+            },
             Ok(_) => Err(other()),
             Err(_) => match address::refused_for_name(addr.ip()) {
                 Some(why) => Err(Denied::AddressProhibited {
@@ -388,6 +434,20 @@ impl WasiHttpHooks for OutboundHooks {
         })
     }
 
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        OUTGOING_CHUNK
+    }
+
+    fn set_host_header(&mut self) -> bool {
+        // The host writes `Host` itself, from the host and port it checked
+        // (the guest's authority may carry user info or an odd port form).
+        false
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
@@ -403,6 +463,10 @@ impl WasiHttpHooks for OutboundHooks {
         Box::new(ledger.meter(
             async move {
                 let permit = in_flight.request()?;
+                let buffers = in_flight.ledger.hold(CONNECTION_BYTES).map_err(|hit| {
+                    tracing::warn!("sandbox refused a request: {hit}");
+                    wasmtime_wasi_http::Error::InternalError(Some(hit.to_string()))
+                })?;
                 let record = move |denied: Denied| {
                     tracing::warn!("sandbox denied a request: {denied}");
                     let code = denied.code();
@@ -419,7 +483,7 @@ impl WasiHttpHooks for OutboundHooks {
                 };
                 tracing::debug!("guest request to {}", routed.addr);
                 let guard = routed.guard.clone();
-                let (response, io) = send(routed, options, permit, &in_flight).await?;
+                let (response, io) = send(routed, options, (permit, buffers), &in_flight).await?;
                 let Some(guard) = guard else {
                     return Ok((response, io));
                 };
@@ -430,6 +494,13 @@ impl WasiHttpHooks for OutboundHooks {
                 };
                 if guard.needles.found_in_headers(response.headers()) {
                     return Err(record(reflected));
+                }
+                if let Some(coding) = unreadable_coding(response.headers()) {
+                    return Err(record(Denied::UnreadableAnswer {
+                        origin: guard.origin.clone(),
+                        secret: guard.secret.clone(),
+                        coding,
+                    }));
                 }
                 let on_reflection = move || {
                     record(reflected);
@@ -476,7 +547,7 @@ type Sent = (
 async fn send(
     routed: Routed,
     options: Option<RequestOptions>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: (tokio::sync::OwnedSemaphorePermit, Held),
     in_flight: &InFlight,
 ) -> Result<Sent, wasmtime_wasi_http::Error> {
     use wasmtime_wasi_http::Error;
@@ -502,9 +573,10 @@ async fn send(
             Box::new(tls)
         }
     };
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, WasiBody>(hyper_util::rt::TokioIo::new(stream))
-            .await?;
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(READ_BUFFER)
+        .handshake::<_, WasiBody>(hyper_util::rt::TokioIo::new(stream))
+        .await?;
     // The request counts against the job until its connection closes; the
     // connection closes when the job's store goes, if not before.
     let driver = tokio::spawn(in_flight.ledger.meter(
@@ -625,6 +697,15 @@ async fn route(
             Some((config, name))
         }
     };
+    let host_header = match uri.port_u16() {
+        Some(port) if !is_default_port(&scheme, port) => format!("{host}:{port}"),
+        _ => host.to_string(),
+    };
+    request.headers_mut().insert(
+        http::header::HOST,
+        HeaderValue::from_str(&host_header)
+            .map_err(|_| RouteError::Other(wasmtime_wasi_http::Error::HttpRequestUriInvalid))?,
+    );
     let path = uri.path_and_query().map_or("/", |path| path.as_str());
     *request.uri_mut() = path
         .parse()
@@ -667,8 +748,45 @@ async fn route(
     })
 }
 
+/// Whether `port` is `scheme`'s default (left out of `Host`).
+fn is_default_port(scheme: &str, port: u16) -> bool {
+    matches!((scheme, port), ("http", 80) | ("https", 443))
+}
+
+/// Headers a request carrying credentials goes without: each would let the
+/// answer come back in a form the reflection guard cannot read whole (a
+/// `Range` slice shorter than the value, a compressed transfer coding).
+const UNREADABLE_ANSWER_HEADERS: [http::HeaderName; 3] = [
+    http::header::RANGE,
+    http::header::IF_RANGE,
+    http::header::TE,
+];
+
+/// Whether an answer to a request that carried credentials comes in a form
+/// the reflection guard cannot search: a content or transfer coding other
+/// than identity (and chunked, which hyper removes).
+pub fn unreadable_coding(headers: &http::HeaderMap) -> Option<String> {
+    let codings = |name: http::header::HeaderName| {
+        headers
+            .get_all(name)
+            .iter()
+            .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+            .map(|coding| coding.trim().to_ascii_lowercase())
+            .filter(|coding| !coding.is_empty())
+            .collect::<Vec<_>>()
+    };
+    let content = codings(http::header::CONTENT_ENCODING);
+    let transfer = codings(http::header::TRANSFER_ENCODING);
+    content
+        .iter()
+        .chain(&transfer)
+        .find(|coding| !matches!(coding.as_str(), "identity" | "chunked"))
+        .cloned()
+}
+
 /// Adds `credential` to `request` (asking for an answer the reflection guard
-/// can read, `Accept-Encoding: identity`) and returns what to search it for.
+/// can read: `Accept-Encoding: identity`, and no `Range`, `If-Range` or `TE`)
+/// and returns what to search it for.
 fn add_credential(
     policy: &OutboundPolicy,
     request: &mut http::Request<WasiBody>,
@@ -685,6 +803,9 @@ fn add_credential(
     request
         .headers_mut()
         .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    for name in UNREADABLE_ANSWER_HEADERS {
+        request.headers_mut().remove(name);
+    }
     let mut cached = policy
         .needles
         .lock()
@@ -718,7 +839,13 @@ pub fn held_in(entry: &mut (dyn std::any::Any + Send)) -> u64 {
     let map: &http::HeaderMap = if let Some(fields) = entry.downcast_ref::<FieldMap>() {
         fields
     } else if let Some(request) = entry.downcast_ref::<HostOutgoingRequest>() {
-        &request.headers
+        // A body made for a request never sent holds its queue here.
+        let body = if request.body.is_some() {
+            OUTGOING_BODY_BYTES
+        } else {
+            0
+        };
+        return body + header_bytes(&request.headers);
     } else if let Some(response) = entry.downcast_ref::<HostIncomingResponse>() {
         &response.headers
     } else if let Some(response) = entry.downcast_ref::<HostOutgoingResponse>() {
@@ -726,6 +853,11 @@ pub fn held_in(entry: &mut (dyn std::any::Any + Send)) -> u64 {
     } else {
         return 0;
     };
+    header_bytes(map)
+}
+
+/// The memory of a header map: its slots, names and values.
+fn header_bytes(map: &http::HeaderMap) -> u64 {
     let names = map.keys_len() * std::mem::size_of::<http::HeaderName>();
     let values = map.len() * std::mem::size_of::<HeaderValue>();
     let text: usize = map
@@ -747,6 +879,7 @@ mod tests {
             methods: vec!["GET".into(), "HEAD".into()],
             credentials: None,
             tls_ca: None,
+            local_allowed: origin_host == "127.0.0.1",
         }
     }
 
@@ -792,6 +925,20 @@ mod tests {
                 .allows(ip_grant, "10.0.0.1:8081".parse().unwrap())
                 .is_err()
         );
+        // An IP grant of this machine the operator did not name at load.
+        for (host, addr) in [
+            ("127.0.0.2", "127.0.0.2:80"),
+            ("169.254.169.254", "169.254.169.254:80"),
+        ] {
+            let unnamed = grant(host, 80);
+            assert!(
+                matches!(
+                    policy.allows(&unnamed, addr.parse().unwrap()),
+                    Err(Denied::LocalNotAllowed { .. })
+                ),
+                "{host}"
+            );
+        }
         let name_grant = policy.grant_for("http", "vms.example", 80).unwrap();
         assert!(
             policy

@@ -37,8 +37,11 @@ pub enum LimitExceeded {
     #[error("wall time limit of {0:?} exceeded (limits.wall_secs)")]
     Wall(Duration),
     /// Log lines.
-    #[error("log limit of {0} lines exceeded")]
+    #[error("log limit of {0} lines exceeded (limits.log_lines)")]
     Log(u32),
+    /// Bytes of all output files together.
+    #[error("output limit of {0} bytes exceeded (limits.output_mib)")]
+    Output(u64),
     /// Log bytes (the operator's `policy.log_bytes_per_job`).
     #[error("log limit of {0} bytes exceeded (policy.log_bytes_per_job)")]
     LogBytes(u64),
@@ -52,6 +55,16 @@ pub enum LimitExceeded {
         /// The manifest key that sets it.
         key: &'static str,
     },
+    /// A cap no manifest sets (the same for every job).
+    #[error("{resource} limit of {limit} exceeded (fixed by the host)")]
+    FixedCap {
+        /// What is capped, in words.
+        resource: &'static str,
+        /// The cap.
+        limit: u64,
+        /// How `/metrics` labels it.
+        label: &'static str,
+    },
 }
 
 impl LimitExceeded {
@@ -62,7 +75,9 @@ impl LimitExceeded {
             LimitExceeded::Cpu(_) => "cpu",
             LimitExceeded::Wall(_) => "wall",
             LimitExceeded::Log(_) | LimitExceeded::LogBytes(_) => "log",
+            LimitExceeded::Output(_) => "output",
             LimitExceeded::Cap { key, .. } => key,
+            LimitExceeded::FixedCap { label, .. } => label,
         }
     }
 }

@@ -77,6 +77,14 @@ pub mod bindings {
     });
 }
 
+/// Largest header map (names and values together) a guest may build: the
+/// host holds each map it makes. A bigger one traps with
+/// [`HEADER_MAP_TOO_BIG`], which the job's message names as this limit.
+pub const HEADER_MAP_BYTES: usize = 128 << 10;
+
+/// wasmtime-wasi-http's words for a header map over [`HEADER_MAP_BYTES`].
+pub const HEADER_MAP_TOO_BIG: &str = "total size of fields exceeds limit";
+
 /// The data of one job's store.
 pub struct JobState {
     wasi: WasiCtx,
@@ -141,9 +149,17 @@ impl JobState {
             .allow_ip_name_lookup(false)
             .allow_tcp(!setup.manifest.tcp.is_empty());
         let tcp_grants: Arc<[SocketAddr]> = setup.manifest.tcp.clone().into();
+        let tcp_local: Arc<[SocketAddr]> = setup.manifest.tcp_local.clone().into();
         wasi.socket_addr_check(move |addr, use_| {
             let allowed = match use_ {
-                SocketAddrUse::TcpConnect => tcp_grants.contains(&addr),
+                // A granted endpoint; one a name never reaches (loopback,
+                // this machine, metadata, ...) only if the operator named it
+                // at load (`[policy] local_grants`), checked again now.
+                SocketAddrUse::TcpConnect => {
+                    tcp_grants.contains(&addr)
+                        && (tcp_local.contains(&addr)
+                            || address::refused_for_name(addr.ip()).is_none())
+                }
                 // The implicit bind before a connect (an explicit bind is
                 // refused before it gets here, see `wasi`).
                 SocketAddrUse::TcpBind => addr.port() == 0 && addr.ip().is_unspecified(),
@@ -151,6 +167,8 @@ impl JobState {
             };
             Box::pin(async move { allowed })
         });
+        // The real paths the operator's policy resolved and allowed at load
+        // (`OperatorPolicy::admit`), not the paths the manifest wrote.
         for (host, guest) in &setup.manifest.folders {
             wasi.preopened_dir(host, guest, FsPerms::ReadOnly)
                 .map_err(|error| {
@@ -165,7 +183,11 @@ impl JobState {
         table.set_max_capacity(caps.handles as usize);
         Ok(JobState {
             wasi,
-            http: WasiHttpCtx::new(),
+            http: {
+                let mut http = WasiHttpCtx::new();
+                http.set_field_size_limit(HEADER_MAP_BYTES);
+                http
+            },
             table,
             hooks: OutboundHooks::new(setup.policy, setup.secrets, ledger.clone(), caps),
             memory: MemoryLimiter::new(ledger.clone()),

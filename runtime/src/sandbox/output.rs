@@ -126,17 +126,20 @@ impl JobOutputs {
 }
 
 impl OutputBudget {
-    fn take(&self, bytes: u64) -> Result<(), String> {
+    /// Takes `bytes`; past the limit, records the hit in `ledger`.
+    fn take(&self, bytes: u64, ledger: &Ledger) -> Result<(), String> {
         let used = self.used.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if used > self.limit {
-            self.exceeded.store(true, Ordering::Relaxed);
+            if !self.exceeded.swap(true, Ordering::Relaxed) {
+                ledger.refuse(LimitExceeded::Output(self.limit));
+            }
             return Err(self.message());
         }
         Ok(())
     }
 
     fn message(&self) -> String {
-        format!("output limit of {} bytes exceeded", self.limit)
+        LimitExceeded::Output(self.limit).to_string()
     }
 }
 
@@ -484,9 +487,11 @@ impl OutputStream for SinkStream {
             .permit
             .take()
             .ok_or_else(|| StreamError::trap("write without a check-write permit"))?;
-        self.budget.take(bytes.len() as u64).map_err(|message| {
-            StreamError::LastOperationFailed(wasmtime::format_err!("{message}"))
-        })?;
+        self.budget
+            .take(bytes.len() as u64, &self.ledger)
+            .map_err(|message| {
+                StreamError::LastOperationFailed(wasmtime::format_err!("{message}"))
+            })?;
         let held = self
             .ledger
             .hold(bytes.len() as u64)

@@ -35,16 +35,28 @@ pub struct Needles {
 /// Shortest form searched on its own; shorter ones are searched only as the
 /// whole header value (a short string turns up by chance in a recording).
 const MIN_ALONE: usize = 12;
+/// Shortest password searched for on its own (one in 2^64 that 8 given bytes
+/// turn up at a given place of a recording by chance).
+const MIN_SECRET: usize = 8;
 
 impl Needles {
     /// The forms of `header_value` (`Basic <base64>`) a reflection would show:
-    /// the base64 token (or the whole value, and the decoded `user:password`,
-    /// when the token is too short to be told from chance).
+    /// the base64 token without its `=` padding (a page may drop it; the
+    /// padded token holds it), or the whole value when the token is too short
+    /// to be told from chance; the password alone, as a page that decodes
+    /// the header would show it, when it is [`MIN_SECRET`] bytes or longer;
+    /// and the decoded `user:password` when the token is short.
     pub fn for_header(header_value: &str, decoded: &str) -> Option<Needles> {
         let token = header_value
             .split_once(' ')
             .map_or(header_value, |(_, token)| token);
+        let token = token.trim_end_matches('=');
         let mut patterns: Vec<&str> = Vec::new();
+        if let Some((_, password)) = decoded.split_once(':')
+            && password.len() >= MIN_SECRET
+        {
+            patterns.push(password);
+        }
         patterns.push(if token.len() >= MIN_ALONE {
             token
         } else {
@@ -89,6 +101,8 @@ pub struct GuardedBody {
     held: Bytes,
     /// A chunk to hand on after `held`.
     pending: Option<Bytes>,
+    /// Trailers to hand on once the held tail has gone.
+    trailers: Option<Frame<Bytes>>,
     on_reflection: Option<Box<dyn FnOnce() + Send>>,
     tripped: bool,
 }
@@ -105,6 +119,7 @@ impl GuardedBody {
             needles,
             held: Bytes::new(),
             pending: None,
+            trailers: None,
             on_reflection: Some(Box::new(on_reflection)),
             tripped: false,
         }
@@ -179,6 +194,9 @@ impl Body for GuardedBody {
             if let Some(next) = this.pending.take() {
                 return Poll::Ready(Some(Ok(Frame::data(next))));
             }
+            if let Some(trailers) = this.trailers.take() {
+                return Poll::Ready(Some(Ok(trailers)));
+            }
             let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
@@ -199,6 +217,12 @@ impl Body for GuardedBody {
                     {
                         return Poll::Ready(Some(Err(this.trip())));
                     }
+                    // The held tail goes first: the trailers end the body.
+                    if !this.held.is_empty() {
+                        this.trailers = Some(frame);
+                        let last = std::mem::take(&mut this.held);
+                        return Poll::Ready(Some(Ok(Frame::data(last))));
+                    }
                     return Poll::Ready(Some(Ok(frame)));
                 }
             };
@@ -216,7 +240,10 @@ impl Body for GuardedBody {
 
     fn is_end_stream(&self) -> bool {
         self.tripped
-            || (self.held.is_empty() && self.pending.is_none() && self.inner.is_end_stream())
+            || (self.held.is_empty()
+                && self.pending.is_none()
+                && self.trailers.is_none()
+                && self.inner.is_end_stream())
     }
 }
 
@@ -256,6 +283,43 @@ mod tests {
             }
         };
         (result, hit.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn the_password_alone_and_the_token_without_padding_are_found() {
+        let (result, hit) = read(vec![b"user operator, password sim-secret"]).await;
+        assert!(result.is_err() && hit, "the decoded password");
+        let (result, hit) = read(vec![b"token b3BlcmF0b3I6c2ltLXNlY3JldA seen"]).await;
+        assert!(result.is_err() && hit, "the token without its padding");
+    }
+
+    #[tokio::test]
+    async fn the_held_tail_passes_before_the_trailers() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-done", http::HeaderValue::from_static("1"));
+        let frames = vec![
+            Ok::<_, wasmtime_wasi_http::Error>(Frame::data(Bytes::from_static(
+                b"a body longer than the hold-back of the token",
+            ))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let inner = StreamBody::new(futures::stream::iter(frames)).boxed_unsync();
+        let needles =
+            Needles::for_header("Basic b3BlcmF0b3I6c2ltLXNlY3JldA==", "operator:sim-secret")
+                .unwrap();
+        let mut guarded = GuardedBody::new(inner, needles, || {});
+        let mut seen = Vec::new();
+        let mut saw_trailers = false;
+        while let Some(frame) = guarded.frame().await {
+            let frame = frame.unwrap();
+            assert!(!saw_trailers, "nothing comes after the trailers");
+            match frame.into_data() {
+                Ok(data) => seen.extend_from_slice(&data),
+                Err(frame) => saw_trailers = frame.is_trailers(),
+            }
+        }
+        assert!(saw_trailers);
+        assert_eq!(seen, b"a body longer than the hold-back of the token");
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //! where its defaults would let a job spend what is not its own replaced.
 //!
 //! Links: everything `wasmtime_wasi::p2::add_to_linker_async` links, then
-//! shadows four functions. Per-job state: none of its own (the ledger, the
+//! shadows five functions. Per-job state: none of its own (the ledger, the
 //! caps and the resource table live in [`JobState`]). Limits:
 //! - `create-tcp-socket`: at most `limits.open_sockets` sockets at once;
 //! - `tcp-socket.start-bind`: refused (no grant lets a guest bind or listen;
@@ -12,12 +12,13 @@
 //!   something that is not a file);
 //! - `wasi:random`'s `get-random-bytes`: at most [`MAX_RANDOM_BYTES`] a call,
 //!   refused with a message that says so (the time it takes is the job's
-//!   CPU, like any host call's).
+//!   CPU, like any host call's);
+//! - `descriptor.read-directory`: at most [`MAX_LISTINGS`] listings open at
+//!   once (wasmtime-wasi reads a whole folder's listing into host memory).
 
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::Descriptor;
 use wasmtime_wasi::filesystem::WasiFilesystemView;
-use wasmtime_wasi::p2::TcpSocket;
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     DescriptorFlags, DescriptorType, ErrorCode as FsErrorCode, HostDescriptor, OpenFlags, PathFlags,
 };
@@ -26,6 +27,7 @@ use wasmtime_wasi::p2::bindings::sockets::network::{
     ErrorCode as SocketErrorCode, IpAddressFamily, IpSocketAddress, Network,
 };
 use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket::Host as _;
+use wasmtime_wasi::p2::{ReaddirIterator, TcpSocket};
 use wasmtime_wasi::sockets::WasiSocketsView;
 
 use super::JobState;
@@ -39,7 +41,11 @@ const WASI_VERSION: &str = "0.2.12";
 /// at most 256 bytes at a time).
 pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
-/// Links WASI p2 with corral's replacements (four shadowed functions).
+/// Folder listings a job may hold open at once: each is the whole listing of
+/// a granted folder, read into host memory when the guest asks for it.
+pub const MAX_LISTINGS: u64 = 4;
+
+/// Links WASI p2 with corral's replacements (five shadowed functions).
 pub fn add_to_linker(linker: &mut Linker<JobState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     linker.allow_shadowing(true);
@@ -93,8 +99,43 @@ pub fn add_to_linker(linker: &mut Linker<JobState>) -> wasmtime::Result<()> {
             let random = store.data_mut().wasi.random();
             Ok((random::Host::get_random_bytes(random, len)?,))
         })?;
+    linker
+        .instance(&format!("wasi:filesystem/types@{WASI_VERSION}"))?
+        .func_wrap_async(
+            "[method]descriptor.read-directory",
+            |mut store, (dir,): (Resource<Descriptor>,)| {
+                Box::new(async move {
+                    let state = store.data_mut();
+                    Ok((read_directory(state, dir).await?,))
+                })
+            },
+        )?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// `read-directory`, refused while the job holds [`MAX_LISTINGS`] listings.
+async fn read_directory(
+    state: &mut JobState,
+    dir: Resource<Descriptor>,
+) -> wasmtime::Result<Result<Resource<ReaddirIterator>, FsErrorCode>> {
+    let open = state
+        .table
+        .iter_mut()
+        .filter(|entry| entry.is::<ReaddirIterator>())
+        .count() as u64;
+    if open >= MAX_LISTINGS {
+        state.ledger.refuse(LimitExceeded::FixedCap {
+            resource: "folder listings open",
+            limit: MAX_LISTINGS,
+            label: "folder_listings",
+        });
+        return Ok(Err(FsErrorCode::InsufficientMemory));
+    }
+    match state.filesystem().read_directory(dir).await {
+        Ok(listing) => Ok(Ok(listing)),
+        Err(error) => error.downcast().map(Err),
+    }
 }
 
 /// `create-tcp-socket`, refused past the job's cap.

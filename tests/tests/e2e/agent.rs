@@ -8,39 +8,14 @@ use corral::agent::outcome::ReleaseCause;
 use corral_camera_sim::{FaultSettings, SimConfig, recording};
 use corral_registry::routes::Endpoint;
 use corral_registry::{Fault, RegistryConfig};
-use corral_tests::world::World;
+use corral_tests::world::{RunningAgent, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_agents_do_each_job_exactly_once() {
     let world = World::start(RegistryConfig::default(), SimConfig::with_devices(6)).await;
-    let mut jobs: Vec<_> = (0..24)
-        .map(|i| world.job("thumbnail", Some(&format!("cam-{:04}", i % 6 + 1))))
-        .collect();
-    jobs.push(world.job("discovery", None));
-    let ids = world.post(jobs).await;
+    let ids = post_job_mix(&world).await;
     let agents: Vec<_> = (0..3).map(|_| world.agent(world.config())).collect();
-    let done = world.wait_final(&ids, Duration::from_secs(60)).await;
-    for job in &done {
-        assert_eq!(job.state, "Completed", "{job:?}");
-        let bytes = world.registry.job_plaintext(job).await;
-        if job.job_type == "thumbnail" {
-            assert!(bytes.starts_with(&[0xff, 0xd8, 0xff]));
-        }
-    }
-    // The admin view of what discovery found, with each device's latest thumbnail.
-    let store = world.registry.running.registry().store().clone();
-    let reader = store.clone();
-    let devices = store
-        .transaction(move |tx| corral_registry::admin::devices(&reader, tx))
-        .await
-        .unwrap();
-    assert_eq!(devices.len(), 6);
-    assert!(
-        devices
-            .iter()
-            .all(|device| device.thumbnail_file_id.is_some()),
-        "{devices:?}"
-    );
+    check_job_mix_done(&world, &ids, Duration::from_secs(60)).await;
     // The status port serves the counters.
     let view = corral::agent::status::StatusView {
         metrics: agents[0].metrics.clone(),
@@ -82,18 +57,64 @@ async fn several_agents_do_each_job_exactly_once() {
     .await;
     assert_eq!(code, 200);
     assert!(String::from_utf8_lossy(&body).contains("\"name\":\"http-vms\""));
-    let mut completed = 0;
+    completed_by_each(agents, &ids).await;
+}
+
+/// Posts the job mix of [`several_agents_do_each_job_exactly_once`] (also
+/// run over two registry nodes, `nodes.rs`): 24 thumbnails over the six
+/// cameras of `SimConfig::with_devices(6)`, and one discovery. Their ids.
+pub(crate) async fn post_job_mix(world: &World) -> Vec<String> {
+    let mut jobs: Vec<_> = (0..24)
+        .map(|i| world.job("thumbnail", Some(&format!("cam-{:04}", i % 6 + 1))))
+        .collect();
+    jobs.push(world.job("discovery", None));
+    world.post(jobs).await
+}
+
+/// Waits up to `within` until the jobs of [`post_job_mix`] are final, then
+/// checks them: each Completed with one committed file (a JPEG for a
+/// thumbnail), and the admin view of what discovery found: the six
+/// devices, each with its latest thumbnail.
+pub(crate) async fn check_job_mix_done(world: &World, ids: &[String], within: Duration) {
+    let done = world.wait_final(ids, within).await;
+    for job in &done {
+        assert_eq!(job.state, "Completed", "{job:?}");
+        let bytes = world.registry.job_plaintext(job).await;
+        if job.job_type == "thumbnail" {
+            assert!(bytes.starts_with(&[0xff, 0xd8, 0xff]));
+        }
+    }
+    let store = world.registry.running.registry().store().clone();
+    let reader = store.clone();
+    let devices = store
+        .transaction(move |tx| corral_registry::admin::devices(&reader, tx))
+        .await
+        .unwrap();
+    assert_eq!(devices.len(), 6);
+    assert!(
+        devices
+            .iter()
+            .all(|device| device.thumbnail_file_id.is_some()),
+        "{devices:?}"
+    );
+}
+
+/// Stops `agents` and returns how many jobs each completed, by its own
+/// count; together they completed each of `ids` once.
+pub(crate) async fn completed_by_each(agents: Vec<RunningAgent>, ids: &[String]) -> Vec<u64> {
+    let mut completed = Vec::new();
     for agent in agents {
         // Counted once it stops: its last complete may still be answering.
         let metrics = agent.metrics.clone();
         agent.stop().await;
-        completed += metrics.completed.load(Ordering::Relaxed);
+        completed.push(metrics.completed.load(Ordering::Relaxed));
     }
     assert_eq!(
-        completed,
+        completed.iter().sum::<u64>(),
         ids.len() as u64,
-        "each job completed once, by one agent"
+        "each job completed once, by one agent: {completed:?}"
     );
+    completed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,12 +126,16 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
         "[[tcp]]\naddress = \"{tcp_granted}\"\n\n[[folders]]\nhost = \"{}\"\nguest = \"/exports\"\n",
         exports.path().display()
     );
-    // The operator's policy allows the exports folder (and no other).
+    // The operator's policy allows the exports folder (and no other), and
+    // the TCP peer on loopback by its address (`[policy] local_grants`).
     let with_exports = Runtime::new(RuntimeConfig { max_instances: 4 })
         .unwrap()
         .with_secrets(harness.secrets.clone())
         .with_policy(Arc::new(
-            OperatorPolicy::default().allowing_folders([exports.path().to_path_buf()]),
+            OperatorPolicy::default()
+                .allowing_folders([exports.path().to_path_buf()])
+                .with_local_grants(&[tcp_granted.to_string()])
+                .unwrap(),
         ));
     let hostile = with_exports
         .load_bytes(HOSTILE, manifest_with(&camera, &extra))
@@ -174,6 +178,12 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
         .push(corral::manifest::HttpGrant::parse(&format!("http://{silent_addr}"), None).unwrap());
     let blocked_guest = harness
         .runtime
+        .clone()
+        .with_policy(Arc::new(
+            OperatorPolicy::default()
+                .with_local_grants(&[format!("http://{silent_addr}")])
+                .unwrap(),
+        ))
         .load_bytes(HOSTILE, blocked_manifest)
         .unwrap();
     let registry_like = "http://127.0.0.1:9/agentservice/api/v1/agents/a/jobs".to_string();
@@ -185,8 +195,9 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
     // secret (they are the operator's cameras, just badly behaved ones).
     let echo = corral_tests::echo::start().await;
     let echo_body = corral_tests::echo::start_body_only(3 << 20).await;
+    let echo_twisted = corral_tests::echo::start_transforming().await;
     let mut reflecting_secrets = harness.secrets.as_ref().clone();
-    for addr in [echo, echo_body] {
+    for addr in [echo, echo_body, echo_twisted] {
         let origin = OriginPattern::parse(&format!("http://{addr}")).unwrap();
         reflecting_secrets.bind(corral::bundled::CAMERA_SIM_SECRET, &[origin]);
     }
@@ -200,7 +211,8 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
                 &camera,
                 &format!(
                     "[[http]]\norigin = \"http://{echo}\"\ncredentials = \"camera-sim\"\n\n\
-                     [[http]]\norigin = \"http://{echo_body}\"\ncredentials = \"camera-sim\"\n"
+                     [[http]]\norigin = \"http://{echo_body}\"\ncredentials = \"camera-sim\"\n\n\
+                     [[http]]\norigin = \"http://{echo_twisted}\"\ncredentials = \"camera-sim\"\n"
                 ),
             ),
         )
@@ -458,6 +470,46 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             &reflecting,
         ),
         attack(
+            "credentials reflected in Range slices shorter than the token",
+            "GET a page echoing the request, 6 bytes at a time with `Range` (the host strips `Range` from a request with credentials)",
+            vec![
+                ("attack", "reflect-range".into()),
+                ("target", format!("http://{echo_twisted}/")),
+            ],
+            "reflected the credentials the host added (secret `camera-sim`)",
+            &reflecting,
+        ),
+        attack(
+            "the password alone reflected",
+            "GET a page that decodes `Authorization` and shows the password",
+            vec![
+                ("attack", "reflect".into()),
+                ("target", format!("http://{echo_twisted}/password")),
+            ],
+            "reflected the credentials the host added (secret `camera-sim`)",
+            &reflecting,
+        ),
+        attack(
+            "the token reflected without its padding",
+            "GET a page that shows the base64 token with its `=` cut",
+            vec![
+                ("attack", "reflect".into()),
+                ("target", format!("http://{echo_twisted}/unpadded")),
+            ],
+            "reflected the credentials the host added (secret `camera-sim`)",
+            &reflecting,
+        ),
+        attack(
+            "credentials reflected in a compressed answer",
+            "GET a page that answers `Content-Encoding: gzip` (the host asked for identity)",
+            vec![
+                ("attack", "reflect".into()),
+                ("target", format!("http://{echo_twisted}/gzip")),
+            ],
+            "came with coding `gzip`, which the host cannot search for the credentials",
+            &reflecting,
+        ),
+        attack(
             "a method the grant does not list",
             "POST to the granted camera",
             vec![
@@ -603,7 +655,8 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             .replace(&camera_port, "PORT")
             .replace(&tcp_refused.port().to_string(), "PORT")
             .replace(&echo.port().to_string(), "PORT")
-            .replace(&echo_body.port().to_string(), "PORT");
+            .replace(&echo_body.port().to_string(), "PORT")
+            .replace(&echo_twisted.port().to_string(), "PORT");
         if let Some(lan) = lan {
             message = message.replace(&lan.to_string(), "<this machine's LAN address>");
         }
@@ -701,6 +754,112 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             Duration::ZERO,
         ));
     }
+    // The operator's agent.toml: camera-sim's secret for http-vms alone, with
+    // GET and HEAD. Manifests ask for more, or grant themselves this machine
+    // or a metadata service by IP.
+    let operator_dir = harness.out.path().join("operator");
+    std::fs::create_dir_all(&operator_dir).unwrap();
+    let operator_toml = operator_dir.join("agent.toml");
+    std::fs::write(
+        &operator_toml,
+        format!(
+            "connection_file = \"agent-1.json\"\nguests_dir = \"guests\"\n\
+             [secrets.camera-sim]\norigins = [\"{camera}\"]\nguests = [\"http-vms\"]\n"
+        ),
+    )
+    .unwrap();
+    let operator = corral::agent::config::AgentConfig::load(&operator_toml).unwrap();
+    let mut operator_secrets = corral::secrets::Secrets::default();
+    operator_secrets
+        .insert(corral::bundled::CAMERA_SIM_SECRET, &secret_token)
+        .unwrap();
+    operator.bind_secrets(&mut operator_secrets);
+    let operated = Runtime::new(RuntimeConfig { max_instances: 2 })
+        .unwrap()
+        .with_secrets(Arc::new(operator_secrets))
+        .with_policy(Arc::new(operator.policy.clone()));
+    let asks = |name: &str, grants: &str| {
+        Manifest::parse(
+            &format!("name = \"{name}\"\nversion = \"1\"\njobs = [\"thumbnail\"]\n{grants}"),
+            Path::new("x.toml"),
+        )
+        .unwrap()
+    };
+    // What the operator meant loads: http-vms reading its camera.
+    let meant = format!("[[http]]\norigin = \"{camera}\"\ncredentials = \"camera-sim\"\n");
+    operated
+        .load_bytes(HOSTILE, asks("http-vms", &meant))
+        .expect("http-vms reading its camera loads");
+    let operator_refusals = [
+        (
+            "a manifest granting itself a cloud metadata service by IP",
+            asks("x", "[[http]]\norigin = \"http://169.254.169.254\"\n"),
+            "http grant http://169.254.169.254:80 is a cloud metadata service: a manifest cannot grant itself that; to allow it, add \"http://169.254.169.254:80\" to [policy] local_grants in agent.toml",
+        ),
+        (
+            "a manifest granting itself the agent's status port by IP",
+            asks("x", "[[http]]\norigin = \"http://127.0.0.1:9187\"\n"),
+            "http grant http://127.0.0.1:9187 is loopback (this machine)",
+        ),
+        (
+            "a manifest granting itself loopback in an IPv6 form",
+            asks(
+                "x",
+                "[[http]]\norigin = \"http://[::ffff:127.0.0.1]:9187\"\n",
+            ),
+            "is an IPv6 form of a refused IPv4 address",
+        ),
+        (
+            "a manifest granting itself a Redis on loopback by raw TCP",
+            asks("x", "[[tcp]]\naddress = \"127.0.0.1:6379\"\n"),
+            "tcp grant 127.0.0.1:6379 is loopback (this machine): a manifest cannot grant itself that; to allow it, add \"127.0.0.1:6379\" to [policy] local_grants in agent.toml",
+        ),
+        (
+            "a manifest asking for the camera secret with writes",
+            asks(
+                "http-vms",
+                &format!("{meant}methods = [\"GET\", \"POST\", \"PUT\", \"DELETE\"]\n"),
+            ),
+            "asks for secret `camera-sim` with POST, PUT, DELETE, which the operator has not allowed for it (in agent.toml: [secrets.camera-sim] methods = [",
+        ),
+        (
+            "a guest the operator did not name asking for the camera secret",
+            asks("x", &meant),
+            "guest `x` asks for secret `camera-sim`",
+        ),
+    ];
+    for (name, manifest, expected) in operator_refusals {
+        let error = operated
+            .load_bytes(HOSTILE, manifest)
+            .map(drop)
+            .expect_err(name)
+            .to_string();
+        assert!(error.contains(expected), "{name}: {error}");
+        rows.push((
+            name.to_string(),
+            "loaded as a guest".to_string(),
+            first_line(&error.replace(&camera_port, "PORT")),
+            Duration::ZERO,
+        ));
+    }
+    let own_ca = Manifest::parse(
+        "name = \"x\"\nversion = \"1\"\njobs = [\"thumbnail\"]\n[[http]]\norigin = \"https://10.0.0.5\"\ncredentials = \"camera-sim\"\ntls_ca = \"attacker-ca.pem\"\n",
+        Path::new("x.toml"),
+    )
+    .map(drop)
+    .unwrap_err()
+    .to_string();
+    assert!(
+        own_ca.contains("cannot name its own tls_ca")
+            && own_ca.contains("[secrets.camera-sim] tls_ca"),
+        "{own_ca}"
+    );
+    rows.push((
+        "a grant with credentials bringing its own CA".to_string(),
+        "loaded as a guest".to_string(),
+        first_line(&own_ca),
+        Duration::ZERO,
+    ));
     let refusals = [
         (
             "a manifest asking for the camera secret on its author's origin",
@@ -1083,7 +1242,7 @@ async fn accounting_attacks_fail_their_own_job_and_disturb_nothing() {
 
     let _turn = HEAVY.lock().await;
     // A camera for each good job, so that their files never share a name.
-    let harness = Harness::start(SimConfig::with_devices(16)).await;
+    let harness = Harness::start(SimConfig::with_devices(32)).await;
     let camera = harness.sim.base_url();
     let exports = tempfile::tempdir().unwrap();
     let fifo = exports.path().join("pipe");
@@ -1102,7 +1261,10 @@ async fn accounting_attacks_fail_their_own_job_and_disturb_nothing() {
         .with_secrets(harness.secrets.clone())
         .with_resolver(Arc::new(resolver))
         .with_policy(Arc::new(
-            OperatorPolicy::default().allowing_folders([exports.path().to_path_buf()]),
+            OperatorPolicy::default()
+                .allowing_folders([exports.path().to_path_buf()])
+                .with_local_grants(&[tcp_granted.to_string(), format!("http://{silent_addr}")])
+                .unwrap(),
         ));
     let hostile = runtime
         .load_bytes(HOSTILE, manifest_with(&camera, &extra))
@@ -1130,6 +1292,14 @@ async fn accounting_attacks_fail_their_own_job_and_disturb_nothing() {
             manifest_with(&camera, &extra),
         )
         .expect("the guest with more core instances loads");
+    // As many open outputs as a manifest may ask for: the memory limit, not
+    // the cap, must then stop a guest holding them full.
+    let mut wide = manifest_with(&camera, &extra);
+    wide.caps.open_outputs = 1024;
+    wide.limits.output_bytes = 4 << 30;
+    let many_outputs = runtime
+        .load_bytes(HOSTILE, wide)
+        .expect("the 1,024-outputs manifest loads");
     let caps = Caps::default();
     let cap = |resource: &str, limit: u32, key: &str| {
         format!("{resource} limit of {limit} exceeded (limits.{key})")
@@ -1225,6 +1395,41 @@ async fn accounting_attacks_fail_their_own_job_and_disturb_nothing() {
             vec![("attack", "environment".into())],
             "memory limit of 64 MiB exceeded (limits.memory_mib)",
             &many_memories,
+        ),
+        attack(
+            "4,096 request bodies written and never sent",
+            "writes each request body as full as the host lets it (wasi:http outgoing-body) and holds them all unsent",
+            vec![("attack", "bodies".into())],
+            "memory limit of 64 MiB exceeded (limits.memory_mib)",
+            &hostile,
+        ),
+        attack(
+            "1,024 open outputs of 1 MiB each, under a cap of 1,024",
+            "open_outputs = 1024 in the manifest; writes 1 MiB to each output, finishing none",
+            vec![("attack", "outputs-big".into())],
+            "memory limit of 64 MiB exceeded (limits.memory_mib)",
+            &many_outputs,
+        ),
+        attack(
+            "an over-large request header map",
+            "one header value of 1 MiB in a wasi:http fields map",
+            vec![("attack", "header-huge".into())],
+            "bytes in one header map limit of 131072 exceeded (fixed by the host)",
+            &hostile,
+        ),
+        attack(
+            "a thousand folder listings held open",
+            "std::fs::read_dir(\"/exports\") again and again, holding each",
+            vec![("attack", "listings".into()), ("target", "/exports".into())],
+            "folder listings open limit of 4 exceeded (fixed by the host)",
+            &hostile,
+        ),
+        attack(
+            "exit(0) instead of a result",
+            "std::process::exit(0)",
+            vec![("attack", "exit".into())],
+            "the guest called exit(0) instead of returning a result",
+            &hostile,
         ),
         attack(
             "reading a named pipe in a granted folder",

@@ -302,8 +302,9 @@ async fn file_events_swap_a_renamed_in_guest_and_load_one_written_in_place() {
 
 /// The Rust http-vms replaced by the same integration in Python (its file
 /// renamed over the Rust one, the manifest keeping the guest's name) while
-/// thumbnail jobs keep coming: no job fails, and the Python version serves
-/// the jobs after the swap. The Python component is compiled into the
+/// thumbnail jobs keep coming, two every 30 ms: no job fails, the Rust
+/// version served jobs before the swap, and the Python version serves the
+/// jobs after it. The Python component is compiled into the
 /// agent's cache beforehand, so what is tried is the swap, not a compile of
 /// 18 MB in a debug build.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,6 +333,12 @@ async fn the_rust_guest_swapped_for_its_python_version_under_load_fails_no_job()
     config.cache_dir = cache;
     config.poll_interval = Duration::from_millis(50);
     let agent = world.agent(config);
+    let rust_guest = agent
+        .catalog
+        .guests()
+        .into_iter()
+        .find(|guest| guest.manifest().version == "0.1.0")
+        .expect("the Rust version is served first");
     // The Python version is served once its manifest and its module are (the
     // manifest is renamed in first, and for a moment names the Rust module).
     let python_sha256 = format!("{:x}", sha2::Sha256::digest(&python));
@@ -346,17 +353,18 @@ async fn the_rust_guest_swapped_for_its_python_version_under_load_fails_no_job()
     let started = Instant::now();
     let mut swapped_at: Option<Instant> = None;
     let mut installed = false;
-    // A job every 30 ms; Python goes in after 0.5 s; on until 1.5 s after.
+    // Two jobs every 30 ms; Python goes in after 0.5 s; on until 1.5 s after.
     while swapped_at.is_none_or(|at| at.elapsed() < Duration::from_millis(1500)) {
-        let device = if ids.len() % 2 == 0 {
-            "cam-0001"
-        } else {
-            "cam-0002"
-        };
-        ids.extend(world.post(vec![world.job("thumbnail", Some(device))]).await);
+        let posted = world
+            .post(vec![
+                world.job("thumbnail", Some("cam-0001")),
+                world.job("thumbnail", Some("cam-0002")),
+            ])
+            .await;
         if swapped_at.is_some() {
-            posted_after_swap += 1;
+            posted_after_swap += posted.len() as u64;
         }
+        ids.extend(posted);
         if !installed && started.elapsed() > Duration::from_millis(500) {
             let toml = world.guests_dir.join("http-vms.toml");
             let wasm = world.guests_dir.join("http-vms.wasm");
@@ -383,6 +391,12 @@ async fn the_rust_guest_swapped_for_its_python_version_under_load_fails_no_job()
         assert!(bytes.starts_with(&[0xff, 0xd8, 0xff]), "a JPEG");
     }
     let by_python = python_guest().expect("still serving").jobs_run();
+    let by_rust = rust_guest.jobs_run();
+    assert!(
+        by_rust > 0,
+        "the Rust version ran no job before the swap ({} jobs, {by_python} by Python)",
+        done.len()
+    );
     // Every job posted after the swap started after it, on the Python version.
     assert!(
         posted_after_swap > 0 && by_python >= posted_after_swap,
@@ -390,7 +404,8 @@ async fn the_rust_guest_swapped_for_its_python_version_under_load_fails_no_job()
         done.len()
     );
     eprintln!(
-        "{} jobs, {by_python} of them by the Python version, none failed",
+        "{} jobs ({posted_after_swap} posted after the swap), {by_rust} of them by the Rust \
+         version, {by_python} by the Python version, none failed",
         done.len()
     );
     agent.stop().await;

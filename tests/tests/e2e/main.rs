@@ -11,6 +11,7 @@ mod http_vms;
 mod loading;
 mod nodes;
 mod openapi;
+mod ownership;
 mod polyglot;
 mod registry;
 mod scheduling;

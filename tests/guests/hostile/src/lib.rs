@@ -191,6 +191,52 @@ fn attack(job: &Job) -> Result<(), JobError> {
             }
             Err(JobError::Failed(format!("held {} outputs", open.len())))
         }
+        // Writes 1 MiB (`chunk` KiB) to each of `count` outputs, finishing none.
+        "outputs-big" => {
+            let mut open = Vec::new();
+            let chunk = vec![0x42u8; 1 << 20];
+            for i in 0..count(job, 1_024) {
+                let mut output =
+                    Output::create(&format!("big-{i}.bin"), "application/octet-stream")
+                        .map_err(|error| JobError::Failed(format!("output {i}: {error:?}")))?;
+                output
+                    .write_all(&chunk)
+                    .map_err(|error| JobError::Failed(format!("output {i}: {error}")))?;
+                open.push(output);
+            }
+            Err(JobError::Failed(format!("held {} outputs", open.len())))
+        }
+        "bodies" => accounting::unsent_bodies(count(job, 4_096)),
+        "header-huge" => accounting::header_maps(1, 1 << 20),
+        "listings" => {
+            let mut open = Vec::new();
+            for i in 0..count(job, 1_000) {
+                match std::fs::read_dir(target) {
+                    Ok(listing) => open.push(listing),
+                    Err(error) => {
+                        return Err(JobError::Failed(format!("listing {i}: {error}")));
+                    }
+                }
+            }
+            Err(JobError::Failed(format!("held {} listings", open.len())))
+        }
+        // Reads a reflecting page in `Range` slices shorter than the token,
+        // each of which alone holds no whole credential.
+        "reflect-range" => {
+            let mut seen = Vec::new();
+            for from in (0..2_000).step_by(6) {
+                let response = http::Request::get(target)
+                    .header("range", &format!("bytes={from}-{}", from + 5))
+                    .send()?;
+                let slice = response.bytes()?;
+                if slice.is_empty() {
+                    break;
+                }
+                seen.extend_from_slice(&slice);
+            }
+            log::info(&format!("the camera said: {}", String::from_utf8_lossy(&seen)));
+            Err(JobError::Failed(format!("read {} bytes in slices", seen.len())))
+        }
         "random" => loop {
             std::hint::black_box(accounting::random_bytes(count(job, 8 << 20) as u64));
         },
@@ -240,6 +286,36 @@ mod accounting {
                 other.map_or("pending", |_| "answered")
             ))),
         }
+    }
+
+    /// `count` requests each with a body written as full as the host lets
+    /// it be, never sent; all held.
+    pub fn unsent_bodies(count: usize) -> Result<(), JobError> {
+        let mut held = Vec::new();
+        for i in 0..count {
+            let request = OutgoingRequest::new(Fields::new());
+            let body = request
+                .body()
+                .map_err(|()| JobError::Failed(format!("body {i}: refused")))?;
+            let stream = body
+                .write()
+                .map_err(|()| JobError::Failed(format!("stream {i}: refused")))?;
+            // As much as the host will queue, in as many writes as it takes.
+            for _ in 0..4 {
+                match stream.check_write() {
+                    Ok(0) => break,
+                    Ok(room) => {
+                        let chunk = vec![0x55u8; room.min(8 << 20) as usize];
+                        if let Err(error) = stream.write(&chunk) {
+                            return Err(JobError::Failed(format!("body {i}: {error:?}")));
+                        }
+                    }
+                    Err(error) => return Err(JobError::Failed(format!("body {i}: {error:?}"))),
+                }
+            }
+            held.push((request, body, stream));
+        }
+        Err(JobError::Failed(format!("held {} unsent bodies", held.len())))
     }
 
     /// `count` header maps of one `bytes`-long value each, all held.
