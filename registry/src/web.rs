@@ -176,10 +176,82 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             ));
         }
         let bytes = limited(request.into_body(), MAX_JSON).await?;
-        serde_json::from_slice(&bytes)
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|error| bad(format!("the JSON body is not valid: {error}")))?;
+        names_as_declared::<T>(&mut value);
+        serde_json::from_value(value)
             .map(JsonBody)
             .map_err(|error| bad(format!("the JSON body is not valid: {error}")))
     }
+}
+
+/// PROTOCOL.md: the server matches names case-insensitively on input (an
+/// ASP.NET Core service does; a client may send `LockToken` or `locktoken`).
+/// Renames each top-level key of `value` that matches one of `T`'s field
+/// names but for case to that name; nested objects (the `EncryptionData`)
+/// are kept as sent.
+fn names_as_declared<T: DeserializeOwned>(value: &mut serde_json::Value) {
+    let serde_json::Value::Object(object) = value else {
+        return;
+    };
+    let fields = field_names::<T>();
+    let renames: Vec<(String, &str)> = object
+        .keys()
+        .filter(|key| !fields.contains(&key.as_str()))
+        .filter_map(|key| {
+            let field = fields
+                .iter()
+                .find(|field| field.eq_ignore_ascii_case(key))?;
+            Some((key.clone(), *field))
+        })
+        .collect();
+    for (key, field) in renames {
+        if let Some(taken) = object.remove(&key) {
+            object.entry(field).or_insert(taken);
+        }
+    }
+}
+
+/// The field names `T`'s `Deserialize` asks for (serde passes them to
+/// `deserialize_struct`): read by a deserializer that only listens.
+fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
+    struct Listener<'a>(&'a mut &'static [&'static str]);
+    #[derive(Debug)]
+    struct Heard;
+    impl std::fmt::Display for Heard {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("field names heard")
+        }
+    }
+    impl std::error::Error for Heard {}
+    impl serde::de::Error for Heard {
+        fn custom<M: std::fmt::Display>(_: M) -> Heard {
+            Heard
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for Listener<'_> {
+        type Error = Heard;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Heard> {
+            Err(Heard)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Heard> {
+            *self.0 = fields;
+            Err(Heard)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Listener(&mut fields));
+    fields
 }
 
 /// A form body (`key=value&...`, at most [`MAX_JSON`] bytes), decoded.
@@ -249,4 +321,27 @@ async fn limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
                 bad(format!("the body could not be read: {error}"))
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_names_match_whatever_their_case() {
+        let mut body = serde_json::json!({
+            "LockToken": "t", "TASKPROGRESS": 1, "taskTotal": 2, "Other": 3
+        });
+        names_as_declared::<crate::wire::ProgressBody>(&mut body);
+        let read: crate::wire::ProgressBody = serde_json::from_value(body.clone()).unwrap();
+        assert_eq!(
+            (
+                read.lock_token.as_str(),
+                read.task_progress,
+                read.task_total
+            ),
+            ("t", 1, 2)
+        );
+        assert_eq!(body["Other"], 3, "a key of no field is left as sent");
+    }
 }

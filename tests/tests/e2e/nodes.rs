@@ -651,7 +651,10 @@ async fn node_lost_mid_run(backend: &Backend, lose: fn(&mut NodeProcess), within
     }
     assert!(left > 0, "the node went mid-run, with jobs left");
     each_completed_once(&world, &ids, within).await;
-    eprintln!("TEMP left {left}, all done {:?} after the loss", temp_lost.elapsed());
+    eprintln!(
+        "TEMP left {left}, all done {:?} after the loss",
+        temp_lost.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,8 +234,14 @@ fn attack(job: &Job) -> Result<(), JobError> {
                 }
                 seen.extend_from_slice(&slice);
             }
-            log::info(&format!("the camera said: {}", String::from_utf8_lossy(&seen)));
-            Err(JobError::Failed(format!("read {} bytes in slices", seen.len())))
+            log::info(&format!(
+                "the camera said: {}",
+                String::from_utf8_lossy(&seen)
+            ));
+            Err(JobError::Failed(format!(
+                "read {} bytes in slices",
+                seen.len()
+            )))
         }
         "random" => loop {
             std::hint::black_box(accounting::random_bytes(count(job, 8 << 20) as u64));
@@ -315,7 +321,10 @@ mod accounting {
             }
             held.push((request, body, stream));
         }
-        Err(JobError::Failed(format!("held {} unsent bodies", held.len())))
+        Err(JobError::Failed(format!(
+            "held {} unsent bodies",
+            held.len()
+        )))
     }
 
     /// `count` header maps of one `bytes`-long value each, all held.
