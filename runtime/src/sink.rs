@@ -60,6 +60,12 @@ pub trait OutputSink: Send + Sync {
 pub trait SinkFile: Send {
     /// Appends `chunk`.
     async fn write(&mut self, chunk: Bytes) -> Result<(), SinkError>;
+    /// The memory the file holds now beyond [`OutputSink::buffer_bytes`]
+    /// (buffers that grow with what was written), which the sandbox charges
+    /// to the job after each write.
+    fn held_bytes(&self) -> u64 {
+        0
+    }
     /// Keeps the file: everything written is stored. `length` and `sha256` are
     /// what the sandbox counted, for the sink to check or record.
     async fn commit(self: Box<Self>, length: u64, sha256: &str) -> Result<String, SinkError>;

@@ -60,6 +60,13 @@ pub struct Held {
     bytes: u64,
 }
 
+impl Held {
+    /// The bytes charged.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         self.ledger.release_host(self.bytes);

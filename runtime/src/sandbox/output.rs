@@ -390,7 +390,14 @@ impl SinkStream {
         let (commit, commit_rx) = oneshot::channel();
         let failure = Arc::new(Mutex::new(None));
         let writer = writers.spawn(ledger.meter(
-            write_chunks(file, receiver, written_tx, failure.clone(), commit_rx),
+            write_chunks(
+                file,
+                receiver,
+                written_tx,
+                failure.clone(),
+                commit_rx,
+                ledger.clone(),
+            ),
             false,
         ));
         let alive = Arc::new(AtomicBool::new(true));
@@ -421,24 +428,35 @@ impl SinkStream {
     }
 }
 
-/// Moves chunks into the sink file, hashing them; when the stream closes, commits
-/// the file if the guest finished it, else discards it (by dropping it here, so
-/// a job's writers being done means its unfinished files are gone).
+/// Moves chunks into the sink file, hashing them and charging to the job what
+/// the file's buffers hold after each write; when the stream closes, commits
+/// the file if the guest finished it, else discards it (by dropping it here,
+/// so a job's writers being done means its unfinished files are gone).
 async fn write_chunks(
     mut file: Box<dyn SinkFile>,
     mut chunks: mpsc::Receiver<Chunk>,
     written: watch::Sender<u64>,
     failure: Arc<Mutex<Option<String>>>,
     commit: oneshot::Receiver<()>,
+    ledger: Ledger,
 ) -> Result<Written, SinkError> {
     let mut hasher = Sha256::new();
     let mut length = 0u64;
+    let mut buffers: Option<Held> = None;
     while let Some((chunk, held)) = chunks.recv().await {
         hasher.update(&chunk);
         length += chunk.len() as u64;
         let wrote = file.write(chunk).await;
         drop(held);
-        if let Err(error) = wrote {
+        let charged = wrote.and_then(|()| {
+            let now = file.held_bytes();
+            if buffers.as_ref().map_or(0, Held::bytes) != now {
+                buffers = None;
+                buffers = Some(ledger.hold(now).map_err(|hit| SinkError(hit.to_string()))?);
+            }
+            Ok(())
+        });
+        if let Err(error) = charged {
             *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.0.clone());
             return Err(error);
         }

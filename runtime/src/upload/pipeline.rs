@@ -71,10 +71,8 @@ fn sink_error(faults: &JobFaults, what: &str, error: RegistryError) -> SinkError
 
 #[async_trait]
 impl OutputSink for UploadSink {
-    /// The region being filled and the blocks in flight, each a region.
-    fn buffer_bytes(&self) -> u64 {
-        ((self.config.blocks_in_flight + 1) * (NONCE_LEN + REGION_LEN + 16)) as u64
-    }
+    // Nothing up front: a file's region grows with what is written to it
+    // (a thumbnail's stays small), and `held_bytes` says what it holds.
 
     async fn create(&self, spec: &OutputSpec) -> Result<Box<dyn SinkFile>, SinkError> {
         // Retried: if an answer is lost, the file it made never receives a
@@ -101,7 +99,7 @@ impl OutputSink for UploadSink {
             file_id: Arc::from(target.file_id.as_str()),
             target,
             faults: self.faults.clone(),
-            region: new_buffer(),
+            region: vec![0; NONCE_LEN],
             next_index: 0,
             length: 0,
             in_flight: JoinSet::new(),
@@ -129,10 +127,19 @@ struct EncryptedUpload {
     spare: Vec<Vec<u8>>,
 }
 
-fn new_buffer() -> Vec<u8> {
-    let mut buffer = Vec::with_capacity(NONCE_LEN + REGION_LEN + 16);
-    buffer.resize(NONCE_LEN, 0);
-    buffer
+/// A whole block: the nonce, a region and the tag.
+const BLOCK_CAPACITY: usize = NONCE_LEN + REGION_LEN + 16;
+
+/// Room for `more` bytes in `region` (and the tag), grown by doubling up to
+/// a whole block, so a small file holds little and a large one is copied at
+/// most once over while its first region fills.
+fn make_room(region: &mut Vec<u8>, more: usize) {
+    let needed = region.len() + more + 16;
+    if needed <= region.capacity() {
+        return;
+    }
+    let target = needed.max(region.capacity() * 2).min(BLOCK_CAPACITY);
+    region.reserve_exact(target - region.len());
 }
 
 impl EncryptedUpload {
@@ -142,7 +149,7 @@ impl EncryptedUpload {
         while self.in_flight.len() >= self.config.blocks_in_flight {
             self.reap_one().await?;
         }
-        let next = self.spare.pop().unwrap_or_else(new_buffer);
+        let next = self.spare.pop().unwrap_or_else(|| vec![0; NONCE_LEN]);
         let mut block = std::mem::replace(&mut self.region, next);
         let index = self.next_index;
         self.next_index += 1;
@@ -203,6 +210,7 @@ impl SinkFile for EncryptedUpload {
         while !rest.is_empty() {
             let room = NONCE_LEN + REGION_LEN - self.region.len();
             let take = room.min(rest.len());
+            make_room(&mut self.region, take);
             self.region.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             self.length += take as u64;
@@ -211,6 +219,11 @@ impl SinkFile for EncryptedUpload {
             }
         }
         Ok(())
+    }
+
+    fn held_bytes(&self) -> u64 {
+        let spare: usize = self.spare.iter().map(Vec::capacity).sum();
+        (self.region.capacity() + spare + self.in_flight.len() * BLOCK_CAPACITY) as u64
     }
 
     async fn commit(mut self: Box<Self>, length: u64, _sha256: &str) -> Result<String, SinkError> {

@@ -642,7 +642,6 @@ async fn node_lost_mid_run(backend: &Backend, lose: fn(&mut NodeProcess), within
         })
         .await;
     lose(&mut doomed);
-    let temp_lost = std::time::Instant::now();
     let mut left = 0;
     for id in &ids {
         if world.registry.job(id).await.state != "Completed" {
@@ -651,10 +650,6 @@ async fn node_lost_mid_run(backend: &Backend, lose: fn(&mut NodeProcess), within
     }
     assert!(left > 0, "the node went mid-run, with jobs left");
     each_completed_once(&world, &ids, within).await;
-    eprintln!(
-        "TEMP left {left}, all done {:?} after the loss",
-        temp_lost.elapsed()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,6 +51,34 @@ fn azure_decrypt(file: &corral_tests::blockstore::CommittedFile, length: usize) 
     corral_tests::interop::azure_decrypt(&file.ciphertext, &data, &file.private_jwk, length as u64)
 }
 
+/// What an open upload holds (and the sandbox charges to its job) grows with
+/// what was written: a thumbnail's file holds about its bytes, not a 4 MiB
+/// region and its blocks in flight; a recording's at most its region, and
+/// its blocks in flight and their buffers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_upload_holds_what_was_written_to_it_not_whole_blocks() {
+    let store = BlockStore::start(WrapAlgorithm::A256Kw, Keep::Everything).await;
+    let sink = sink(&store);
+    assert_eq!(sink.buffer_bytes(), 0, "nothing is held before a write");
+    let spec = OutputSpec {
+        name: "thumb.jpg".into(),
+        content_type: "image/jpeg".into(),
+    };
+    let mut small = sink.create(&spec).await.unwrap();
+    small.write(Bytes::from(vec![7u8; 30_000])).await.unwrap();
+    assert!(
+        small.held_bytes() < 64 << 10,
+        "a 30 kB file holds {}",
+        small.held_bytes()
+    );
+    let mut large = sink.create(&spec).await.unwrap();
+    for _ in 0..40 {
+        large.write(Bytes::from(vec![9u8; 1 << 20])).await.unwrap();
+        let most = (1 + 2 * 4) as u64 * (REGION_LEN as u64 + 28);
+        assert!(large.held_bytes() <= most, "{}", large.held_bytes());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_at_region_edges_decrypt_with_the_azure_sdk() {
     let sizes = [
