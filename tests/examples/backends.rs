@@ -99,7 +99,8 @@ async fn measure(backend: &Backend, nodes: usize) -> (f64, f64) {
                 // as soon as a job ends (by default it waits 250 ms between
                 // polls, which caps it near max_jobs / 0.25 s).
                 config.min_poll_interval = Duration::from_millis(5);
-                world.agent(config)
+                // Through its own file: one agent starts on each node.
+                world.agent_through_its_file(config)
             })
             .collect::<Vec<_>>()
     };

@@ -170,6 +170,15 @@ impl Harness {
         self.try_guest_with(manifest).expect("http-vms loads")
     }
 
+    /// Loads http-vms again with another manifest, against `secrets` as the
+    /// operator bound them (nothing bound as asked).
+    pub fn guest_with_secrets(&self, manifest: Manifest, secrets: Secrets) -> Guest {
+        cached_runtime(4)
+            .with_secrets(Arc::new(secrets))
+            .load_bytes(&self.wasm, manifest)
+            .expect("http-vms loads")
+    }
+
     /// [`Harness::guest_with`], returning why a guest is refused.
     pub fn try_guest_with(&self, manifest: Manifest) -> Result<Guest, corral::guest::GuestError> {
         let mut secrets = self.secrets.as_ref().clone();

@@ -311,12 +311,23 @@ async fn https_to_a_camera_with_its_own_ca_is_verified() {
     let ca_path = harness.out.path().join("vms-ca.pem");
     std::fs::write(&ca_path, ca_pem).unwrap();
 
-    // Granted with the camera's CA: the certificate checks out and discovery works.
-    let mut manifest = corral::bundled::http_vms_manifest(&base).unwrap();
-    manifest.http[0].tls_ca = Some(ca_path);
+    // The operator binds the camera's secret with the camera's CA (a grant
+    // with credentials cannot bring its own): the certificate checks out and
+    // discovery works.
+    let manifest = corral::bundled::http_vms_manifest(&base).unwrap();
+    let mut operator = harness.secrets.as_ref().clone();
+    operator.bind_with(
+        corral::bundled::CAMERA_SIM_SECRET,
+        corral::secrets::SecretBinding {
+            tls_ca: Some(ca_path),
+            ..corral::secrets::SecretBinding::to(&[
+                corral::origin::OriginPattern::parse(&base).unwrap()
+            ])
+        },
+    );
     let report = harness
         .run_with(
-            &harness.guest_with(manifest),
+            &harness.guest_with_secrets(manifest, operator),
             &job("d-tls", JobType::Discovery, None),
         )
         .await;
