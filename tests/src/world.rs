@@ -376,6 +376,25 @@ impl World {
         devices.sort();
         devices
     }
+
+    /// Posts a thumbnail for `device` asking for a forgery (which only the
+    /// hostile guest makes, `attack = tagged-thumbnail`) and checks that the
+    /// camera's own JPEG came back: the job went to http-vms.
+    pub async fn thumbnail_by_http_vms(&self, device: &str) {
+        let mut thumbnail = self.job("thumbnail", Some(device));
+        thumbnail
+            .parameters
+            .insert("attack".into(), "tagged-thumbnail".into());
+        let ids = self.post(vec![thumbnail]).await;
+        let done = self.wait_final(&ids, Duration::from_secs(30)).await;
+        assert_eq!(done[0].state, "Completed", "{:?}", done[0].message);
+        let jpeg = self.registry.job_plaintext(&done[0]).await;
+        assert!(jpeg.starts_with(&[0xff, 0xd8, 0xff]) && jpeg.len() > 1000);
+        assert!(
+            !String::from_utf8_lossy(&jpeg).contains("tag:"),
+            "a forged image"
+        );
+    }
 }
 
 impl RunningAgent {

@@ -205,6 +205,33 @@ async fn offered(node: &str, token: &str) -> Vec<Job> {
 
 /// One region of `plaintext` sealed as block 0 of a file whose key is
 /// `jwk` (an Initialize answer's), and the commit's metadata.
+/// InitializeMediaUpload of a `clip.ts` on `node` under `lock_token`.
+async fn initialize_media(
+    node: &str,
+    token: &str,
+    job_id: &str,
+    lock_token: &str,
+) -> InitializedFile {
+    let initialize = InitializeUpload {
+        lock_token,
+        file_name: "clip.ts",
+        content_type: "video/mp2t",
+        device_id: Some("cam-1"),
+        start_time_utc: None,
+        end_time_utc: None,
+    };
+    let (status, file) = call(
+        node,
+        token,
+        "POST",
+        &initialize_path(job_id, FileKind::Media),
+        Some(serde_json::to_value(&initialize).unwrap()),
+    )
+    .await;
+    assert_eq!(status, 200, "{file}");
+    serde_json::from_value(file).unwrap()
+}
+
 fn sealed(plaintext: &[u8], jwk: &serde_json::Value) -> (Vec<u8>, EncryptionData) {
     let kek = KeyEncryptionKey::from_jwk_json(&serde_json::to_vec(jwk).unwrap()).unwrap();
     let encryptor = FileEncryptor::new();
@@ -270,24 +297,7 @@ async fn a_second_node_recognises_the_first_nodes_tokens_locks_files_and_repeats
 
     // A file initialized on A, its block uploaded to B, committed on A, the
     // commit repeated on B.
-    let initialize = InitializeUpload {
-        lock_token,
-        file_name: "clip.ts",
-        content_type: "video/mp2t",
-        device_id: Some("cam-1"),
-        start_time_utc: None,
-        end_time_utc: None,
-    };
-    let (status, file) = call(
-        &a,
-        &token,
-        "POST",
-        &initialize_path(&job_id, FileKind::Media),
-        Some(serde_json::to_value(&initialize).unwrap()),
-    )
-    .await;
-    assert_eq!(status, 200, "{file}");
-    let file: InitializedFile = serde_json::from_value(file).unwrap();
+    let file = initialize_media(&a, &token, &job_id, lock_token).await;
     let plaintext: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let (block, encryption_data) = sealed(&plaintext, &file.json_web_key);
     let block_ids = [corral_envelope::block_id(0)];
@@ -370,24 +380,7 @@ async fn lock_expiry_and_the_sweep_on_both_nodes_at_once_leave_one_consistent_st
     let (status, lock) = lock_on(&b, &token, &job_id, &uuid_v4()).await;
     assert_eq!(status, 200, "{lock}");
     let lock: LockGranted = serde_json::from_value(lock).unwrap();
-    let initialize = InitializeUpload {
-        lock_token: &lock.lock_token,
-        file_name: "clip.ts",
-        content_type: "video/mp2t",
-        device_id: Some("cam-1"),
-        start_time_utc: None,
-        end_time_utc: None,
-    };
-    let (status, file) = call(
-        &a,
-        &token,
-        "POST",
-        &initialize_path(&job_id, FileKind::Media),
-        Some(serde_json::to_value(&initialize).unwrap()),
-    )
-    .await;
-    assert_eq!(status, 200, "{file}");
-    let file: InitializedFile = serde_json::from_value(file).unwrap();
+    let file = initialize_media(&a, &token, &job_id, &lock.lock_token).await;
     let (block, encryption_data) = sealed(b"a recording cut short", &file.json_web_key);
     let block_ids = [corral_envelope::block_id(0)];
     let block_at = block_path(&file.file_id, &block_ids[0]);

@@ -31,24 +31,6 @@ fn hijacked(devices: &[(String, String)], id: &str) -> bool {
         .any(|(device, name)| device == id && name.contains("hijacked"))
 }
 
-/// Posts a thumbnail for `device` asking for a forgery (which only the
-/// hostile guest makes) and checks that http-vms made it.
-async fn thumbnail_by_http_vms(world: &World, device: &str) {
-    let mut thumbnail = world.job("thumbnail", Some(device));
-    thumbnail
-        .parameters
-        .insert("attack".into(), "tagged-thumbnail".into());
-    let ids = world.post(vec![thumbnail]).await;
-    let done = world.wait_final(&ids, Duration::from_secs(30)).await;
-    assert_eq!(done[0].state, "Completed", "{:?}", done[0].message);
-    let jpeg = world.registry.job_plaintext(&done[0]).await;
-    assert!(jpeg.starts_with(&[0xff, 0xd8, 0xff]) && jpeg.len() > 1000);
-    assert!(
-        !String::from_utf8_lossy(&jpeg).contains("tag:"),
-        "a forged image"
-    );
-}
-
 fn jobs_run(agent: &RunningAgent, name: &str) -> u64 {
     agent.catalog.describe()["guests"]
         .as_array()
@@ -108,7 +90,7 @@ async fn a_flood_of_the_victims_ids_takes_nothing_and_cuts_nothing() {
             .all(|conflict| conflict.claimant == "hostile"
                 && conflict.owner.as_deref() == Some("http-vms"))
     );
-    thumbnail_by_http_vms(&world, "cam-0002").await;
+    world.thumbnail_by_http_vms("cam-0002").await;
     assert_eq!(jobs_run(&agent, "hostile"), 1, "only its discovery ran");
     agent.stop().await;
 }
@@ -145,7 +127,7 @@ async fn after_a_restart_the_owner_is_unchanged() {
         agent.catalog.owner_of("cam-0002").as_deref(),
         Some("http-vms")
     );
-    thumbnail_by_http_vms(&world, "cam-0001").await;
+    world.thumbnail_by_http_vms("cam-0001").await;
     agent.stop().await;
 }
 
