@@ -257,11 +257,28 @@ impl Runtime {
             path: wasm.to_path_buf(),
             source,
         })?;
-        self.load_bytes(&bytes, manifest)
+        // The operator knows a guest by its file: a `guests` binding of a
+        // secret names file stems, whatever name the manifest claims.
+        let stem = wasm.file_stem().map_or_else(
+            || manifest.name.clone(),
+            |stem| stem.to_string_lossy().into_owned(),
+        );
+        self.load_as(&bytes, manifest, &stem)
     }
 
-    /// Compiles, links and pre-instantiates a guest from its bytes.
-    pub fn load_bytes(&self, bytes: &[u8], mut manifest: Manifest) -> Result<Guest, GuestError> {
+    /// Compiles, links and pre-instantiates a guest from its bytes (known to
+    /// the operator by its manifest's name).
+    pub fn load_bytes(&self, bytes: &[u8], manifest: Manifest) -> Result<Guest, GuestError> {
+        let name = manifest.name.clone();
+        self.load_as(bytes, manifest, &name)
+    }
+
+    fn load_as(
+        &self,
+        bytes: &[u8],
+        mut manifest: Manifest,
+        guest: &str,
+    ) -> Result<Guest, GuestError> {
         check_is_component(bytes)?;
         let sha256 = hex(&Sha256::digest(bytes));
         let (component, cache_use) = match &self.cache {
@@ -284,7 +301,7 @@ impl Runtime {
         // The operator decides what the manifest asked for: each secret (its
         // origins, methods, guests and CA), then the policy (limits, folders
         // as resolved now, IP grants a name never reaches).
-        self.secrets.admit(&mut manifest)?;
+        self.secrets.admit(&mut manifest, guest)?;
         self.policy.admit(&mut manifest, &self.secrets)?;
         Guest::new(
             pre,

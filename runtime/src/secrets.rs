@@ -358,13 +358,15 @@ impl Secrets {
     }
 
     /// Checks every grant of `manifest` that asks for a secret
-    /// ([`Secrets::check_grant`]) and gives it the trust root the operator
-    /// set for that secret (`[secrets.<name>] tls_ca`; a manifest cannot
-    /// choose the CA a request carrying the operator's secret trusts).
-    pub fn admit(&self, manifest: &mut Manifest) -> Result<(), SecretRefusal> {
-        let guest = manifest.name.clone();
+    /// ([`Secrets::check_grant`]) for the guest the operator knows as
+    /// `guest` (its file's stem in the guests folder: the manifest's own
+    /// `name` is the author's to choose, so it never decides a `guests`
+    /// binding), and gives it the trust root the operator set for that
+    /// secret (`[secrets.<name>] tls_ca`; a manifest cannot choose the CA a
+    /// request carrying the operator's secret trusts).
+    pub fn admit(&self, manifest: &mut Manifest, guest: &str) -> Result<(), SecretRefusal> {
         for grant in &mut manifest.http {
-            if let Some(binding) = self.check_grant(grant, &guest)? {
+            if let Some(binding) = self.check_grant(grant, guest)? {
                 grant.tls_ca = binding.tls_ca.clone();
             }
         }
@@ -468,7 +470,7 @@ mod tests {
             std::path::Path::new("g.toml"),
         )
         .unwrap();
-        secrets.admit(&mut manifest).unwrap();
+        secrets.admit(&mut manifest, "x").unwrap();
         assert_eq!(
             manifest.http[0].tls_ca.as_deref(),
             Some(std::path::Path::new("/etc/corral/vms-ca.pem"))

@@ -24,7 +24,7 @@
 //! [secrets.camera-sim]               # where each camera secret may be sent
 //! origins = ["http://127.0.0.1:8081"]
 //! # methods = ["GET", "HEAD"]        # the methods it may be sent with (the default)
-//! # guests = ["http-vms"]            # the guests that may ask for it (default: any loaded guest)
+//! # guests = ["http-vms"]            # the guests (file stems: http-vms.wasm) that may ask for it (default: any)
 //! # tls_ca = "vms-ca.pem"            # for https: a CA its requests trust, besides the system's roots
 //!
 //! [policy]                           # bounds on every manifest: see `corral::policy`

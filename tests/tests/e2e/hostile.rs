@@ -842,6 +842,31 @@ async fn hostile_guests_fail_with_the_limit_or_denial_and_disturb_nothing() {
             Duration::ZERO,
         ));
     }
+    // A file the operator did not name, whose manifest claims the name of
+    // the guest the secret is for: the operator knows guests by file.
+    let impostor = operator_dir.join("impostor.wasm");
+    std::fs::write(&impostor, HOSTILE).unwrap();
+    std::fs::write(
+        operator_dir.join("impostor.toml"),
+        format!("name = \"http-vms\"\nversion = \"1\"\njobs = [\"thumbnail\"]\n{meant}"),
+    )
+    .unwrap();
+    let claimed = operated
+        .load(&impostor)
+        .map(drop)
+        .expect_err("a file claiming http-vms's name")
+        .to_string();
+    assert!(
+        claimed.contains("guest `impostor` asks for secret `camera-sim`"),
+        "{claimed}"
+    );
+    rows.push((
+        "impostor.wasm whose manifest claims the name `http-vms`, asking for its secret"
+            .to_string(),
+        "loaded as a guest".to_string(),
+        first_line(&claimed.replace(&camera_port, "PORT")),
+        Duration::ZERO,
+    ));
     let own_ca = Manifest::parse(
         "name = \"x\"\nversion = \"1\"\njobs = [\"thumbnail\"]\n[[http]]\norigin = \"https://10.0.0.5\"\ncredentials = \"camera-sim\"\ntls_ca = \"attacker-ca.pem\"\n",
         Path::new("x.toml"),
