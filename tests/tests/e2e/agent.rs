@@ -426,10 +426,25 @@ async fn a_short_job_sends_no_progress_call() {
     // Warm: the first jobs of a debug build pay for cold code paths.
     let warm = world.post_thumbnails(8).await;
     world.wait_final(&warm, Duration::from_secs(30)).await;
-    let ids = world.post_thumbnails(8).await;
-    let done = world.wait_final(&ids, Duration::from_secs(30)).await;
-    assert!(done.iter().all(|job| job.state == "Completed"), "{done:#?}");
+    // A loaded machine may stretch a round past the bound: up to five rounds.
     let store = world.registry.running.registry().store().clone();
+    let mut short = 0;
+    for _round in 0..5 {
+        if short > 0 {
+            break;
+        }
+        let ids = world.post_thumbnails(8).await;
+        let done = world.wait_final(&ids, Duration::from_secs(30)).await;
+        assert!(done.iter().all(|job| job.state == "Completed"), "{done:#?}");
+        short += count_short_without_progress(&store, ids).await;
+    }
+    assert!(short > 0, "no thumbnail ran in under 300 ms in five rounds");
+    agent.stop().await;
+}
+
+/// How many of `ids` ran in under 300 ms; each of those must have sent no
+/// progress.
+async fn count_short_without_progress(store: &corral_registry::Store, ids: Vec<String>) -> usize {
     let mut short = 0;
     for id in ids {
         let (row, history) = store
@@ -457,8 +472,7 @@ async fn a_short_job_sends_no_progress_call() {
             );
         }
     }
-    assert!(short > 0, "no thumbnail ran in under 300 ms");
-    agent.stop().await;
+    short
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
