@@ -52,6 +52,9 @@ use crate::protocol::{DiscoveredDevice, Job, JobType};
 pub struct Catalog {
     guests: Arc<RwLock<BTreeMap<String, Guest>>>,
     devices: Arc<RwLock<DeviceOwners>>,
+    /// The generation of the owner record last written to disk; held while
+    /// writing (outside the table's lock: routing reads the table).
+    record_written: Arc<Mutex<u64>>,
     breakers: Arc<GuestBreakers>,
     source: Option<Arc<Source>>,
 }
@@ -64,6 +67,9 @@ struct DeviceOwners {
     contested: HashSet<String>,
     conflicts: VecDeque<DeviceConflict>,
     record: Option<PathBuf>,
+    /// Counts the changes to `owners` and `contested`, so that a slower
+    /// writer never puts an older record over a newer one.
+    generation: u64,
 }
 
 /// Conflicts kept for `/guests`.
@@ -314,6 +320,7 @@ impl Catalog {
         Ok(Catalog {
             guests: Arc::new(RwLock::new(guests)),
             devices: Arc::default(),
+            record_written: Arc::default(),
             breakers: Arc::default(),
             source: Some(Arc::new(Source {
                 dir: dir.to_path_buf(),
@@ -641,16 +648,36 @@ impl Catalog {
                 Some((name, stem, devices))
             })
             .collect();
-        let mut table = self.devices.write().unwrap_or_else(PoisonError::into_inner);
-        let (merged, dropped, changed) = claim(&mut table, found, cap);
-        if changed
-            && let Some(path) = &table.record
-            && let Err(error) = super::ownership::write(path, &table.owners, &table.contested)
-        {
-            tracing::warn!(
-                "cannot write the device-owner record {}: {error}; the new owners hold until the agent restarts",
-                path.display()
-            );
+        let (merged, dropped, snapshot) = {
+            let mut table = self.devices.write().unwrap_or_else(PoisonError::into_inner);
+            let (merged, dropped, changed) = claim(&mut table, found, cap);
+            let snapshot = match (&table.record, changed) {
+                (Some(path), true) => {
+                    let path = path.clone();
+                    table.generation += 1;
+                    let copy = (table.owners.clone(), table.contested.clone());
+                    Some((path, table.generation, copy))
+                }
+                _ => None,
+            };
+            (merged, dropped, snapshot)
+        };
+        // Written with the table unlocked: a record of 100,000 owners takes a
+        // while to write and sync, and jobs are routed meanwhile.
+        if let Some((path, generation, (owners, contested))) = snapshot {
+            let mut written = self
+                .record_written
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if generation > *written {
+                match super::ownership::write(&path, &owners, &contested) {
+                    Ok(()) => *written = generation,
+                    Err(error) => tracing::warn!(
+                        "cannot write the device-owner record {}: {error}; the new owners hold until the agent restarts",
+                        path.display()
+                    ),
+                }
+            }
         }
         (merged, dropped)
     }

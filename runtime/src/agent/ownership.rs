@@ -88,9 +88,11 @@ pub fn write(
     };
     let folder = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(folder)?;
-    let mut file = tempfile::NamedTempFile::new_in(folder)?;
-    serde_json::to_writer_pretty(&mut file, &record)?;
-    file.write_all(b"\n")?;
+    let file = tempfile::NamedTempFile::new_in(folder)?;
+    let mut buffered = std::io::BufWriter::new(file);
+    serde_json::to_writer_pretty(&mut buffered, &record)?;
+    buffered.write_all(b"\n")?;
+    let file = buffered.into_inner().map_err(|error| error.into_error())?;
     file.as_file().sync_all()?;
     file.persist(path).map_err(|error| error.error)?;
     Ok(())
