@@ -294,6 +294,13 @@ pub struct OutboundHooks {
     in_flight: InFlight,
 }
 
+/// One request in flight: its place under `requests_in_flight` and the
+/// memory charged for its buffers, both given back when its connection ends.
+struct RequestSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _buffers: Held,
+}
+
 /// A job's requests and name lookups under way, within its caps; the
 /// connections still open are closed when the job's store goes.
 #[derive(Clone)]
@@ -317,8 +324,10 @@ impl InFlight {
             .to_string()
     }
 
-    fn request(&self) -> Result<tokio::sync::OwnedSemaphorePermit, wasmtime_wasi_http::Error> {
-        self.requests.clone().try_acquire_owned().map_err(|_| {
+    /// A place for one more request in flight, within the cap and with its
+    /// host buffers ([`CONNECTION_BYTES`]) charged to the job's memory.
+    fn request(&self) -> Result<RequestSlot, wasmtime_wasi_http::Error> {
+        let permit = self.requests.clone().try_acquire_owned().map_err(|_| {
             let why = self.refuse(
                 "outgoing requests in flight",
                 self.request_cap,
@@ -326,6 +335,14 @@ impl InFlight {
             );
             tracing::warn!("sandbox refused a request: {why}");
             wasmtime_wasi_http::Error::ConnectionLimitReached
+        })?;
+        let buffers = self.ledger.hold(CONNECTION_BYTES).map_err(|hit| {
+            tracing::warn!("sandbox refused a request: {hit}");
+            wasmtime_wasi_http::Error::InternalError(Some(hit.to_string()))
+        })?;
+        Ok(RequestSlot {
+            _permit: permit,
+            _buffers: buffers,
         })
     }
 
@@ -462,11 +479,7 @@ impl WasiHttpHooks for OutboundHooks {
         let ledger = in_flight.ledger.clone();
         Box::new(ledger.meter(
             async move {
-                let permit = in_flight.request()?;
-                let buffers = in_flight.ledger.hold(CONNECTION_BYTES).map_err(|hit| {
-                    tracing::warn!("sandbox refused a request: {hit}");
-                    wasmtime_wasi_http::Error::InternalError(Some(hit.to_string()))
-                })?;
+                let slot = in_flight.request()?;
                 let record = move |denied: Denied| {
                     tracing::warn!("sandbox denied a request: {denied}");
                     let code = denied.code();
@@ -483,7 +496,7 @@ impl WasiHttpHooks for OutboundHooks {
                 };
                 tracing::debug!("guest request to {}", routed.addr);
                 let guard = routed.guard.clone();
-                let (response, io) = send(routed, options, (permit, buffers), &in_flight).await?;
+                let (response, io) = send(routed, options, slot, &in_flight).await?;
                 let Some(guard) = guard else {
                     return Ok((response, io));
                 };
@@ -547,7 +560,7 @@ type Sent = (
 async fn send(
     routed: Routed,
     options: Option<RequestOptions>,
-    permit: (tokio::sync::OwnedSemaphorePermit, Held),
+    slot: RequestSlot,
     in_flight: &InFlight,
 ) -> Result<Sent, wasmtime_wasi_http::Error> {
     use wasmtime_wasi_http::Error;
@@ -581,7 +594,7 @@ async fn send(
     // connection closes when the job's store goes, if not before.
     let driver = tokio::spawn(in_flight.ledger.meter(
         async move {
-            let _permit = permit;
+            let _slot = slot;
             connection.await
         },
         false,
@@ -881,6 +894,41 @@ mod tests {
             tls_ca: None,
             local_allowed: origin_host == "127.0.0.1",
         }
+    }
+
+    #[test]
+    fn only_identity_and_chunked_answers_are_readable() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in pairs {
+                map.append(*name, HeaderValue::from_static(value));
+            }
+            map
+        };
+        assert_eq!(unreadable_coding(&headers(&[])), None);
+        assert_eq!(
+            unreadable_coding(&headers(&[
+                ("content-encoding", "identity"),
+                ("transfer-encoding", "chunked")
+            ])),
+            None
+        );
+        assert_eq!(
+            unreadable_coding(&headers(&[("content-encoding", "GZIP")])).as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(
+            unreadable_coding(&headers(&[("transfer-encoding", "gzip, chunked")])).as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(
+            unreadable_coding(&headers(&[
+                ("content-encoding", "identity"),
+                ("content-encoding", "br")
+            ]))
+            .as_deref(),
+            Some("br")
+        );
     }
 
     #[test]

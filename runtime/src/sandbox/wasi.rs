@@ -114,17 +114,22 @@ pub fn add_to_linker(linker: &mut Linker<JobState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// Whether the job's resource table holds `limit` or more entries of `T`.
+fn holds_at_least<T: 'static>(state: &mut JobState, limit: u64) -> bool {
+    let held = state
+        .table
+        .iter_mut()
+        .filter(|entry| entry.is::<T>())
+        .count() as u64;
+    held >= limit
+}
+
 /// `read-directory`, refused while the job holds [`MAX_LISTINGS`] listings.
 async fn read_directory(
     state: &mut JobState,
     dir: Resource<Descriptor>,
 ) -> wasmtime::Result<Result<Resource<ReaddirIterator>, FsErrorCode>> {
-    let open = state
-        .table
-        .iter_mut()
-        .filter(|entry| entry.is::<ReaddirIterator>())
-        .count() as u64;
-    if open >= MAX_LISTINGS {
+    if holds_at_least::<ReaddirIterator>(state, MAX_LISTINGS) {
         state.ledger.refuse(LimitExceeded::FixedCap {
             resource: "folder listings open",
             limit: MAX_LISTINGS,
@@ -143,13 +148,8 @@ fn create_tcp_socket(
     state: &mut JobState,
     family: IpAddressFamily,
 ) -> wasmtime::Result<Result<Resource<TcpSocket>, SocketErrorCode>> {
-    let open = state
-        .table
-        .iter_mut()
-        .filter(|entry| entry.is::<TcpSocket>())
-        .count() as u64;
     let cap = u64::from(state.caps.open_sockets);
-    if open >= cap {
+    if holds_at_least::<TcpSocket>(state, cap) {
         state.ledger.refuse(LimitExceeded::Cap {
             resource: "open sockets",
             limit: cap,
