@@ -170,7 +170,11 @@ impl TokenSource {
                 RegistryError::invalid(format!("token endpoint {endpoint}: {error}"))
             })?;
         let what = format!("token request to {endpoint}");
-        let reply = match self.http.send(&what, request, Wait::Brief).await {
+        let reply = match self
+            .http
+            .send(&what, request, self.endpoints.wait(Wait::Brief))
+            .await
+        {
             Ok(reply) => reply,
             Err(RegistryError::Rejected { message, .. } | RegistryError::Unauthorized(message)) => {
                 return Err(RegistryError::Unauthorized(message));

@@ -27,9 +27,10 @@ const MAX_ANSWER: usize = 16 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
     /// A call with a small body (token, poll, lock, renew, progress,
-    /// Initialize, job endings): 10 s. A node that accepts connections but
-    /// stops answering (a hung process) is left well before a third of a
-    /// default 60 s lease, when renewals begin, runs out.
+    /// Initialize, job endings) when there is another node to move to
+    /// (`Nodes::wait`): 10 s. A node that accepts connections but stops
+    /// answering (a hung process) is left well before a third of a default
+    /// 60 s lease, when renewals begin, runs out.
     Brief,
     /// A 4 MiB block, or a file's commit, which the registry answers only
     /// after it has read and checked every block: 60 s.

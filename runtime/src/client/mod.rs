@@ -506,7 +506,7 @@ impl RegistryClient {
         // does not sit out its own wait there (a block's is 60 s).
         let left = self.inner.nodes.left(node);
         let sent = tokio::select! {
-            sent = self.inner.http.send(what, request, wait) => sent,
+            sent = self.inner.http.send(what, request, self.inner.nodes.wait(wait)) => sent,
             () = left => {
                 return Err(RegistryError::transient(format!(
                     "{what}: registry node {base} was left (another call found it silent); \

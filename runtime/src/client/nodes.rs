@@ -13,6 +13,8 @@
 
 use tokio::sync::watch;
 
+use super::http::Wait;
+
 use super::RegistryError;
 
 /// The nodes of one registry, in the connection file's order.
@@ -73,6 +75,19 @@ impl Nodes {
         moved
     }
 
+    /// How long a call waits for its answer: [`Wait::Brief`] (the sooner to
+    /// move on from a node that does not answer) only where there is another
+    /// node to move to; with one node every call waits as long as a bulk one,
+    /// since a slow registry is still the only one (PROTOCOL.md bounds no
+    /// answer's time, and every retry adds to its load).
+    pub fn wait(&self, wait: Wait) -> Wait {
+        if self.urls.len() > 1 {
+            wait
+        } else {
+            Wait::Bulk
+        }
+    }
+
     /// Ends once node `index` is no longer current (never, while it is).
     /// Take it before the call starts, so that a move during the call is
     /// not missed.
@@ -117,6 +132,15 @@ mod tests {
             RegistryError::transient(format!("GET /y: {} 60s", super::super::http::NO_ANSWER));
         assert!(nodes.failed(1, &timeout));
         assert_eq!(nodes.current(), (0, "http://a"));
+    }
+
+    #[test]
+    fn a_brief_wait_is_brief_only_with_a_node_to_move_to() {
+        let one = Nodes::new(&["http://a".into()]);
+        assert_eq!(one.wait(Wait::Brief), Wait::Bulk);
+        let two = Nodes::new(&["http://a".into(), "http://b".into()]);
+        assert_eq!(two.wait(Wait::Brief), Wait::Brief);
+        assert_eq!(two.wait(Wait::Bulk), Wait::Bulk);
     }
 
     #[tokio::test]
