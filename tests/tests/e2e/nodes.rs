@@ -354,7 +354,7 @@ async fn a_second_node_recognises_the_first_nodes_tokens_locks_files_and_repeats
 }
 
 /// Lock expiry and the sweep of abandoned files, on two nodes at once: a
-/// lock granted on B (capped at 1 s) with a file that got a block expires;
+/// lock granted on B (capped at 4 s) with a file that got a block expires;
 /// both nodes then offer the job as Available, both try to lock it at once
 /// and one gets it; both sweep at once. The expiry is recorded once (one
 /// `expired` event, the counter at 1), the file is abandoned and swept
@@ -364,8 +364,11 @@ async fn lock_expiry_and_the_sweep_on_both_nodes_at_once_leave_one_consistent_st
     let Some(backend) = Backend::postgres_shared("two_nodes_expiry") else {
         return;
     };
+    // Long enough for the file and its block to go in under the lock on a
+    // loaded machine (1 s was not, once); the wait below is for its end.
+    const LOCK: Duration = Duration::from_secs(4);
     let config = RegistryConfig {
-        max_lock_seconds: 1,
+        max_lock_seconds: LOCK.as_secs(),
         ..RegistryConfig::default()
     };
     let registry = TestRegistry::start_on(&backend, config.clone()).await;
@@ -377,6 +380,7 @@ async fn lock_expiry_and_the_sweep_on_both_nodes_at_once_leave_one_consistent_st
         .remove(0)
         .job_id;
     let token = registry.token("agent-1").await;
+    let lock_asked = tokio::time::Instant::now();
     let (status, lock) = lock_on(&b, &token, &job_id, &uuid_v4()).await;
     assert_eq!(status, 200, "{lock}");
     let lock: LockGranted = serde_json::from_value(lock).unwrap();
@@ -401,7 +405,7 @@ async fn lock_expiry_and_the_sweep_on_both_nodes_at_once_leave_one_consistent_st
     };
     assert_eq!(put(a.clone()).await, 201);
 
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    tokio::time::sleep_until(lock_asked + LOCK + Duration::from_millis(300)).await;
     let (on_a, on_b) = tokio::join!(offered(&a, &token), offered(&b, &token));
     for (node, jobs) in [("A", &on_a), ("B", &on_b)] {
         assert_eq!(jobs.len(), 1, "{node} offers the job: {jobs:?}");
